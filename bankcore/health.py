@@ -1,0 +1,75 @@
+"""Liveness (/healthz) and readiness (/readyz) probes for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connections
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+CHECK_TIMEOUT_SECONDS = 2
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up and serving. Touches no dependency."""
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def _check_cache() -> None:
+    key = f"readyz:{uuid.uuid4().hex}"
+    cache.set(key, "1", timeout=5)
+    if cache.get(key) != "1":
+        raise RuntimeError("cache did not return the value just written")
+    cache.delete(key)
+
+
+def _check_broker() -> None:
+    from bankcore.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
+
+
+CHECKS: dict[str, Callable[[], None]] = {
+    "database": _check_database,
+    "cache": _check_cache,
+    "broker": _check_broker,
+}
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 when the database, cache and Celery broker answer; 503 naming what is down."""
+    results: dict[str, dict[str, object]] = {}
+    for name, check in CHECKS.items():
+        started = time.perf_counter()
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            results[name] = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+            if name == "database":
+                connections["default"].close()
+        else:
+            results[name] = {"status": "ok"}
+        results[name]["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    down = sorted(name for name, result in results.items() if result["status"] != "ok")
+    body: dict[str, object] = {"status": "ok" if not down else "unavailable", "checks": results}
+    if down:
+        body["down"] = down
+    body["environment"] = settings.BANKCORE_ENV
+    return JsonResponse(body, status=200 if not down else 503)

@@ -1,0 +1,32 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from django_otp.admin import OTPAdminSite
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from bankcore import health, metrics
+
+# Staff must pass a TOTP code to reach the admin (device enrolled with `manage.py enrol_staff_totp`).
+admin.site.__class__ = OTPAdminSite
+admin.site.site_header = f"{settings.BANK_NAME} — staff"
+
+api_v1 = [
+    path("", include("accounts.api.urls")),
+    path("", include("transactions.api.urls")),
+    path("", include("notifications.api.urls")),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/v1/", include((api_v1, "v1"))),
+    path(settings.ADMIN_URL, admin.site.urls),
+]
+
+handler400 = "bankcore.api.errors.handler400"
+handler403 = "bankcore.api.errors.handler403"
+handler404 = "bankcore.api.errors.handler404"
+handler500 = "bankcore.api.errors.handler500"

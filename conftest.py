@@ -1,0 +1,76 @@
+"""Suite-wide fixtures and the service policy.
+
+Tests marked `postgres`, `redis` or `celery` need those real services. When one is not
+reachable they are skipped and the summary says so loudly; with REQUIRE_SERVICES=1 the
+run fails at once instead (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+_NEEDS = {"postgres": ("postgres",), "redis": ("redis",), "celery": ("redis", "postgres")}
+_skipped_for: dict[str, int] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = getattr(settings, "MISSING_SERVICES", {})
+    if missing and os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.exit("REQUIRE_SERVICES=1 but: " + "; ".join(missing.values()), returncode=3)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = getattr(settings, "MISSING_SERVICES", {})
+    if not missing:
+        return
+    for item in items:
+        for marker, services in _NEEDS.items():
+            if item.get_closest_marker(marker) is None:
+                continue
+            absent = [s for s in services if s in missing]
+            if absent:
+                reason = "; ".join(missing[s] for s in absent)
+                item.add_marker(pytest.mark.skip(reason=f"SERVICE MISSING: {reason}"))
+                _skipped_for[reason] = _skipped_for.get(reason, 0) + 1
+                break
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for reason, count in _skipped_for.items():
+        terminalreporter.write_sep("!", f"SKIPPED {count} tests: {reason}", red=True, bold=True)
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def redis_flushed() -> Iterator[None]:
+    """Start from an empty Redis database (the test database index only)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+    """One real Celery worker for the session, on the test database and the Redis broker."""
+    from bankcore.testing import CeleryWorker
+
+    with django_db_blocker.unblock():
+        worker = CeleryWorker().start()
+    try:
+        yield worker
+    finally:
+        worker.stop()

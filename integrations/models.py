@@ -1,0 +1,1 @@
+"""Models: see the issues for this app."""
