@@ -1,0 +1,1 @@
+"""Admin for customers and staff (identity)."""

@@ -1,0 +1,3 @@
+"""/api/v1/accounts... routes (owned by the ledger work)."""
+
+urlpatterns: list = []
