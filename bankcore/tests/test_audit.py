@@ -1,0 +1,103 @@
+"""The audit log is append-only and its hash chain exposes any edit."""
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+
+from bankcore.audit import audit_record
+from bankcore.models import AuditEvent
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(email="auditor@example.com", password="x" * 12, full_name="Aud Itor")
+
+
+@pytest.mark.django_db
+def test_events_chain_each_to_the_previous(staff_user):
+    first = audit_record(action="login.succeeded", actor=staff_user, target=staff_user)
+    second = audit_record(action="device.registered", actor=staff_user, details={"platform": "ios"})
+    assert second.prev_hash == first.hash
+    assert first.target_type == "accounts.User" and first.target_id == str(staff_user.pk)
+    call_command("verify_audit_log")
+
+
+@pytest.mark.django_db
+def test_records_request_context_from_the_middleware(client):
+    from bankcore.api.logging import RequestMeta, request_meta_var
+
+    request_meta_var.set(RequestMeta(request_id="req-audit", ip="203.0.113.9", user_agent="BankApp/1.0"))
+    event = audit_record(action="login.failed", actor="someone@example.com")
+    assert (event.request_id, event.ip, event.user_agent) == ("req-audit", "203.0.113.9", "BankApp/1.0")
+    assert event.actor_label == "someone@example.com"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_database_refuses_update_and_delete_of_events(staff_user):
+    event = audit_record(action="x", actor=staff_user)
+    with pytest.raises(Exception, match="Cannot update or delete"), transaction.atomic():
+        AuditEvent.objects.filter(pk=event.pk).update(action="y")
+    with pytest.raises(Exception, match="Cannot update or delete"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM bankcore_auditevent WHERE id = %s", [event.pk])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_editing_a_row_behind_the_triggers_back_makes_verify_fail(staff_user):
+    audit_record(action="a", actor=staff_user)
+    victim = audit_record(action="transfer.posted", actor=staff_user, details={"amount": "10.00"})
+    audit_record(action="c", actor=staff_user)
+    with connection.cursor() as cursor:
+        # What an attacker with database access would do: bypass the trigger.
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute(
+            "UPDATE bankcore_auditevent SET details = %s WHERE id = %s", ['{"amount": "99999.00"}', victim.pk]
+        )
+        cursor.execute("SET session_replication_role = DEFAULT")
+    with pytest.raises(CommandError, match=f"#{victim.pk}"):
+        call_command("verify_audit_log")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_deleting_a_row_makes_verify_fail_at_its_successor(staff_user):
+    audit_record(action="a", actor=staff_user)
+    victim = audit_record(action="b", actor=staff_user)
+    successor = audit_record(action="c", actor=staff_user)
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("DELETE FROM bankcore_auditevent WHERE id = %s", [victim.pk])
+        cursor.execute("SET session_replication_role = DEFAULT")
+    with pytest.raises(CommandError, match=f"#{successor.pk}"):
+        call_command("verify_audit_log")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_keep_one_unbroken_chain(django_user_model):
+    import threading
+
+    from django.db import connections
+
+    user = django_user_model.objects.create_user(email="c@example.com", password="x" * 12, full_name="C")
+    errors = []
+
+    def write(n):
+        try:
+            for i in range(20):
+                audit_record(action=f"t{n}.{i}", actor=user)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert AuditEvent.objects.count() == 120
+    call_command("verify_audit_log")
