@@ -1,0 +1,165 @@
+"""Operations surface: docs, health, readiness, metrics, deploy checks, a real Celery worker."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from django.test import override_settings
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_openapi_schema_validates_and_documents_errors_and_auth(client):
+    from openapi_spec_validator import validate
+
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    schema = response.json()
+    validate(schema)
+    assert schema["openapi"].startswith("3.")
+    assert "Error" in schema["components"]["schemas"]
+    assert "jwtAuth" in schema["components"].get("securitySchemes", {}) or not schema["paths"]
+
+
+def test_swagger_ui_is_served(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger-ui" in response.content
+
+
+def test_healthz_needs_no_dependencies(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_readyz_reports_every_dependency_with_latency(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    checks = response.json()["checks"]
+    assert set(checks) == {"database", "cache", "broker"}
+    for check in checks.values():
+        assert check["status"] == "ok" and check["latency_ms"] >= 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_readyz_answers_503_naming_the_database_when_it_is_unreachable():
+    from bankcore.testing import GunicornServer, process_env
+
+    env = process_env(DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere")
+    with GunicornServer(env=env, workers=1) as server:
+        response = requests.get(f"{server.url}/readyz", timeout=20)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["database"]
+    assert body["checks"]["database"]["status"] == "down"
+
+
+def test_metrics_are_prometheus_text_for_allowed_networks(client):
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 200
+    assert b"django_http_requests_total_by_method_total" in response.content
+
+
+@override_settings(METRICS_ALLOWED_NETWORKS=["10.0.0.0/8"], METRICS_TOKEN="s3cret-token")
+def test_metrics_refuse_other_networks_unless_bearer_token(client):
+    refused = client.get("/metrics", REMOTE_ADDR="203.0.113.5")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+    wrong = client.get("/metrics", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer nope")
+    assert wrong.status_code == 403
+    allowed = client.get("/metrics", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert allowed.status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+
+
+def _manage(*args, env):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def _production_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SECRET_KEY", "DEBUG"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="bankcore.settings",
+        BANKCORE_ENV="production",
+        SECRET_KEY="k" * 20 + "-production-secret-for-the-deploy-check-0123456789",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/bankcore",
+        ALLOWED_HOSTS="api.bank.example",
+    )
+    env.update(extra)
+    return env
+
+
+def test_check_deploy_is_clean_under_production_settings():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=_production_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_secret_key():
+    env = _production_env()
+    env.pop("SECRET_KEY")
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_has_no_browsable_api_and_debug_off():
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.DEBUG, s.REST_FRAMEWORK['DEFAULT_RENDERER_CLASSES'], s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=BASE_DIR,
+        env=_production_env(DEBUG="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "BrowsableAPIRenderer" not in result.stdout
+    assert "True 31536000" in result.stdout
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_real_celery_worker_runs_a_task_through_redis(celery_worker_process):
+    from bankcore.tasks import add, heartbeat
+
+    assert add.delay(2, 3).get(timeout=30) == 5
+    result = heartbeat.apply_async()
+    assert result.get(timeout=30)
+    assert result.status == "SUCCESS"
+
+
+def test_tasks_are_routed_to_their_queues():
+    from bankcore.celery import app
+
+    router = app.amqp.router
+    assert router.route({}, "transactions.tasks.settle")["queue"].name == "settlement"
+    assert router.route({}, "notifications.tasks.deliver")["queue"].name == "notifications"
+    assert router.route({}, "bankcore.tasks.heartbeat")["queue"].name == "maintenance"
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+
+
+def test_dockerfile_and_compose_describe_web_worker_and_beat():
+    dockerfile = (BASE_DIR / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") >= 2, "multi-stage build"
+    assert "\nUSER " in dockerfile and "USER root" not in dockerfile.split("FROM ")[-1]
+    assert "gunicorn" in dockerfile
+    compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "web", "worker", "beat"} <= set(services)
+    for name in ("web", "worker", "beat"):
+        assert services[name]["environment"]["DATABASE_URL"].startswith("postgres://")
+    assert ".venv" in (BASE_DIR / ".dockerignore").read_text()
