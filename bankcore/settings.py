@@ -282,6 +282,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = timedelta(days=1)
 CELERY_TIMEZONE = "UTC"
+# Keep our JSON log format in workers instead of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Periodic work, in one list. Each app adds its entries here so operators see them together.
 CELERY_BEAT_SCHEDULE: dict = {
@@ -344,4 +346,82 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": "INFO"},
     },
+}
+
+# --- notifications ------------------------------------------------------------------
+# Providers are classes chosen here. With nothing configured (embedded mode) every
+# channel writes to files under var/outbox/, so `make run` needs no outside service.
+NOTIFICATIONS_OUTBOX_DIR = env.str("NOTIFICATIONS_OUTBOX_DIR", default=str(VAR_DIR / "outbox"))
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+EMAIL_FILE_PATH = str(Path(NOTIFICATIONS_OUTBOX_DIR) / "email")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="no-reply@bankcore.example")
+NOTIFICATIONS_EMAIL_BACKEND = env.str(
+    "NOTIFICATIONS_EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.filebased.EmailBackend",
+)
+SMS_API_URL = env.str("SMS_API_URL", default="")
+SMS_API_TOKEN = env.str("SMS_API_TOKEN", default="")
+SMS_SENDER = env.str("SMS_SENDER", default="bankcore")
+NOTIFICATIONS_SMS_PROVIDER = env.str(
+    "NOTIFICATIONS_SMS_PROVIDER",
+    default="notifications.providers.HttpSmsProvider" if SMS_API_URL else "notifications.providers.FileSmsProvider",
+)
+NOTIFICATIONS_SMS_MAX_SEGMENTS = env.int("NOTIFICATIONS_SMS_MAX_SEGMENTS", default=3)
+PUSH_API_URL = env.str("PUSH_API_URL", default="")  # e.g. https://fcm.googleapis.com
+PUSH_API_TOKEN = env.str("PUSH_API_TOKEN", default="")
+PUSH_PROJECT_ID = env.str("PUSH_PROJECT_ID", default="bankcore")
+NOTIFICATIONS_PUSH_PROVIDER = env.str(
+    "NOTIFICATIONS_PUSH_PROVIDER",
+    default="notifications.providers.FcmPushProvider" if PUSH_API_URL else "notifications.providers.FilePushProvider",
+)
+NOTIFICATIONS_HTTP_TIMEOUT = env.float("NOTIFICATIONS_HTTP_TIMEOUT", default=10.0)
+NOTIFICATIONS_QUEUE = env.str("NOTIFICATIONS_QUEUE", default="notifications")
+NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=6)
+NOTIFICATIONS_RETRY_BASE_SECONDS = env.float("NOTIFICATIONS_RETRY_BASE_SECONDS", default=30.0)
+NOTIFICATIONS_RETRY_MAX_SECONDS = env.float("NOTIFICATIONS_RETRY_MAX_SECONDS", default=3600.0)
+# A row still `queued` this long after it was due is re-enqueued by the sweep.
+NOTIFICATIONS_STUCK_AFTER_SECONDS = env.float("NOTIFICATIONS_STUCK_AFTER_SECONDS", default=120.0)
+# A `sending` row whose worker vanished is given up after this lease (outcome unknown).
+NOTIFICATIONS_SEND_LEASE_SECONDS = env.float("NOTIFICATIONS_SEND_LEASE_SECONDS", default=300.0)
+NOTIFICATIONS_LARGE_TRANSACTION_THRESHOLD = env.str("NOTIFICATIONS_LARGE_TRANSACTION_THRESHOLD", default="1000.00")
+NOTIFICATIONS_FANOUT_BATCH_SIZE = env.int("NOTIFICATIONS_FANOUT_BATCH_SIZE", default=500)
+# Incident messages per second across the fan-out (0 = as fast as the workers go).
+NOTIFICATIONS_FANOUT_RATE = env.float("NOTIFICATIONS_FANOUT_RATE", default=0.0)
+NOTIFICATIONS_STATUS_CACHE_SECONDS = env.int("NOTIFICATIONS_STATUS_CACHE_SECONDS", default=5)
+NOTIFICATIONS_WORKER_METRICS_PORT = env.int("NOTIFICATIONS_WORKER_METRICS_PORT", default=0)
+CELERY_BEAT_SCHEDULE["notifications-sweep"] = {
+    "task": "notifications.tasks.sweep_notifications",
+    "schedule": timedelta(seconds=60),
+}
+
+# --- Ledger and transfers -----------------------------------------------------------
+# Default customer limits, in major units of the account's currency (staff may override
+# them per customer in the admin). A transfer above the threshold needs a step_up_token.
+TRANSFER_STEP_UP_THRESHOLD = env.str("TRANSFER_STEP_UP_THRESHOLD", default="1000.00")
+TRANSFER_LIMIT_PER_TRANSFER = env.str("TRANSFER_LIMIT_PER_TRANSFER", default="10000.00")
+TRANSFER_LIMIT_DAILY = env.str("TRANSFER_LIMIT_DAILY", default="20000.00")
+# A customer is told when a debit leaves less than this (major units) on the account.
+LOW_BALANCE_ALERT = env.str("LOW_BALANCE_ALERT", default="50.00")
+# Idempotency keys are remembered this long; an in-flight claim older than the lease may be taken over.
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+IDEMPOTENCY_LEASE = timedelta(seconds=env.int("IDEMPOTENCY_LEASE_SECONDS", default=60))
+CELERY_BEAT_SCHEDULE["idempotency-keys-expire"] = {
+    "task": "transactions.tasks.expire_idempotency_keys",
+    "schedule": timedelta(hours=1),
+}
+CELERY_BEAT_SCHEDULE["standing-orders-run"] = {
+    "task": "transactions.tasks.run_standing_orders",
+    "schedule": crontab(minute="*/15"),
+}
+CELERY_BEAT_SCHEDULE["verify-ledger-daily"] = {
+    "task": "transactions.tasks.verify_ledger",
+    "schedule": crontab(hour=2, minute=40),
 }
