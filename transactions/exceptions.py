@@ -1,0 +1,69 @@
+"""Ledger and transfer errors, each carrying its API code (mapped once by bankcore.api.errors)."""
+
+from __future__ import annotations
+
+from bankcore.api.exceptions import BankError, BusinessRuleViolation, NotFound
+
+
+class InsufficientFunds(BusinessRuleViolation):
+    code = "insufficient_funds"
+    default_message = "The account does not have enough available funds."
+
+
+class AccountFrozen(BusinessRuleViolation):
+    code = "account_frozen"
+    default_message = "The account is frozen or closed and cannot move money."
+
+
+class CurrencyMismatch(BusinessRuleViolation):
+    code = "currency_mismatch"
+    default_message = "The currency does not match the account's currency."
+
+
+class SameAccount(BusinessRuleViolation):
+    code = "same_account"
+    default_message = "Source and destination are the same account."
+
+
+class LimitExceeded(BusinessRuleViolation):
+    code = "limit_exceeded"
+    default_message = "The transfer exceeds your limits."
+
+
+class AlreadyReversed(BusinessRuleViolation):
+    code = "already_reversed"
+    default_message = "This transaction has already been reversed."
+
+
+class MakerCannotApprove(BusinessRuleViolation):
+    code = "maker_checker"
+    default_message = "An adjustment must be approved by a different staff member than the one who proposed it."
+
+
+class AdjustmentNotPending(BusinessRuleViolation):
+    code = "adjustment_not_pending"
+    default_message = "The adjustment has already been decided."
+
+
+class AccountNotFound(NotFound):
+    default_message = "No such account."
+
+
+class UnknownDestination(BankError):
+    """400: the destination IBAN is well formed but no active account at this bank has it."""
+
+    status_code = 400
+    code = "invalid_request"
+    default_message = "The request is invalid."
+
+
+class LedgerUnbalanced(Exception):
+    """A programming error: legs that do not sum to zero per currency. Never reaches a client as 4xx."""
+
+
+class StepUpRequired(BankError):
+    """403: the transfer is above the step-up threshold and carries no valid step_up_token."""
+
+    status_code = 403
+    code = "step_up_required"
+    default_message = "This transfer needs step-up authentication."

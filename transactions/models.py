@@ -1,1 +1,0 @@
-"""Models: see the issues for this app."""

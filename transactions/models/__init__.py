@@ -1,0 +1,17 @@
+from transactions.models.adjustments import AdjustmentRequest
+from transactions.models.idempotency import IdempotencyKey
+from transactions.models.ledger import Entry, Hold, Transaction
+from transactions.models.limits import CustomerLimit
+from transactions.models.payees import Beneficiary, StandingOrder, StandingOrderExecution
+
+__all__ = [
+    "AdjustmentRequest",
+    "Beneficiary",
+    "CustomerLimit",
+    "Entry",
+    "Hold",
+    "IdempotencyKey",
+    "StandingOrder",
+    "StandingOrderExecution",
+    "Transaction",
+]

@@ -1,0 +1,123 @@
+"""Posting to the ledger: the one function that changes balances.
+
+Every money movement in bankcore - transfers, deposits, fees, reversals, adjustments,
+standing orders, later card and gateway payments - ends in `post_transaction`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.db.models import Case, Value, When
+from django.utils import timezone
+
+from accounts.models import BankAccount
+from transactions.exceptions import AccountFrozen, CurrencyMismatch, InsufficientFunds, LedgerUnbalanced
+from transactions.lock_objects import bank_accounts_for_update
+from transactions.models import Entry, Transaction
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One side of a movement: `amount` minor units (signed; negative = out of the account)."""
+
+    account_id: UUID
+    amount: int
+
+
+def available_balance(account: BankAccount, held: int = 0) -> int:
+    """What the account can still spend: balance - holds + overdraft."""
+    return account.balance - held + account.overdraft_limit
+
+
+def post_transaction(
+    *,
+    kind: str,
+    legs: Sequence[Leg],
+    currency: str,
+    initiated_by: Any = None,
+    reference: str = "",
+    description: str = "",
+    source_account_id: UUID | None = None,
+    destination_account_id: UUID | None = None,
+    amount: int | None = None,
+    reverses: Transaction | None = None,
+    require_active: bool = True,
+    locked: dict[UUID, BankAccount] | None = None,
+) -> tuple[Transaction, dict[UUID, BankAccount]]:
+    """Post one balanced journal transaction and move the balances with it.
+
+    Call inside `transaction.atomic` (the caller's unit of work); the entries, the
+    balances and the journal row commit together or not at all.
+
+    Locks every account involved (pk order) unless the caller passes them in
+    `locked` (already locked by `lock_objects.bank_accounts_for_update`, same order).
+    Guarantees: legs sum to zero (raises LedgerUnbalanced otherwise - a bug, and the
+    database would refuse it at COMMIT anyway); every leg is in the account's currency
+    (CurrencyMismatch); no customer account goes below -overdraft_limit counting holds
+    (InsufficientFunds) - internal accounts may go negative; with `require_active`, no
+    leg touches a frozen or closed account (AccountFrozen).
+    Returns the transaction and the locked accounts with their new balances.
+    """
+    if len(legs) < 2:
+        raise LedgerUnbalanced("A transaction needs at least two legs.")
+    if any(leg.amount == 0 for leg in legs):
+        raise LedgerUnbalanced("A leg cannot be zero.")
+    if sum(leg.amount for leg in legs) != 0:
+        raise LedgerUnbalanced("Legs do not sum to zero.")
+
+    accounts = locked if locked is not None else bank_accounts_for_update(leg.account_id for leg in legs)
+    deltas: dict[UUID, int] = defaultdict(int)
+    for leg in legs:
+        account = accounts[leg.account_id]
+        if account.currency != currency:
+            raise CurrencyMismatch(details={"account_currency": account.currency, "currency": currency})
+        if require_active and account.status != BankAccount.Status.ACTIVE:
+            raise AccountFrozen(details={"account": str(account.pk)})
+        deltas[leg.account_id] += leg.amount
+
+    for account_id, delta in deltas.items():
+        account = accounts[account_id]
+        if delta < 0 and account.kind != BankAccount.Kind.INTERNAL:
+            held = getattr(account, "held", 0) or 0
+            if account.balance + delta - held < -account.overdraft_limit:
+                raise InsufficientFunds(details={"available": available_balance(account, held)})
+
+    now = timezone.now()
+    journal = Transaction.objects.create(
+        kind=kind,
+        reference=reference,
+        description=description,
+        initiated_by=initiated_by,
+        source_account_id=source_account_id,
+        destination_account_id=destination_account_id,
+        amount=amount,
+        currency=currency,
+        reverses=reverses,
+        created_at=now,
+        posted_at=now,
+    )
+    entries = []
+    for leg in legs:
+        account = accounts[leg.account_id]
+        account.balance += leg.amount
+        entries.append(
+            Entry(
+                transaction=journal,
+                account_id=leg.account_id,
+                amount=leg.amount,
+                currency=currency,
+                balance_after=account.balance,
+                created_at=now,
+            )
+        )
+    # One UPDATE for every account touched, with balances computed under the row locks.
+    BankAccount.objects.filter(pk__in=list(deltas)).update(
+        balance=Case(*(When(pk=pk, then=Value(accounts[pk].balance)) for pk in deltas))
+    )
+    Entry.objects.bulk_create(entries)
+    return journal, accounts
