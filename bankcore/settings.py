@@ -425,3 +425,12 @@ CELERY_BEAT_SCHEDULE["verify-ledger-daily"] = {
     "task": "transactions.tasks.verify_ledger",
     "schedule": crontab(hour=2, minute=40),
 }
+
+# --- identity -----------------------------------------------------------------------
+# Bearer JWTs whose login session must still be live (logout, refresh-token reuse,
+# password change and device revocation end access tokens at once).
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["accounts.api.authentication.SessionJWTAuthentication"]
+# Failed codes are counted by the account lockout in the database; django-otp's own
+# per-device delays would only add a second, inconsistent limit.
+OTP_STATIC_THROTTLE_FACTOR = 0
+OTP_TOTP_THROTTLE_FACTOR = 0
