@@ -1,4 +1,17 @@
 from accounts.models.bank_accounts import BankAccount
+from accounts.models.devices import Device, DeviceChallenge
+from accounts.models.sessions import LoginSession, MfaChallenge
+from accounts.models.step_up import StepUpToken
+from accounts.models.two_factor import TotpAuthenticator
 from accounts.models.users import User
 
-__all__ = ["BankAccount", "User"]
+__all__ = [
+    "BankAccount",
+    "Device",
+    "DeviceChallenge",
+    "LoginSession",
+    "MfaChallenge",
+    "StepUpToken",
+    "TotpAuthenticator",
+    "User",
+]

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from bankcore.crypto import EncryptedTextField
 from bankcore.ids import uuid7
 
 
@@ -50,6 +51,11 @@ class User(AbstractBaseUser, PermissionsMixin):
     failed_auth_attempts = models.PositiveIntegerField(default=0)
     locked_until = models.DateTimeField(null=True, blank=True)
     lock_count = models.PositiveIntegerField(default=0, help_text="How many times the account was locked.")
+    # Sensitive personal data: encrypted at rest (bankcore.crypto), never searchable.
+    national_id = EncryptedTextField(blank=True, default="", help_text="National id number, stored encrypted.")
+    # Where security alerts and statements go, when not the login e-mail / phone.
+    notification_email = models.EmailField(max_length=254, blank=True)
+    notification_phone = models.CharField(max_length=20, blank=True, help_text="E.164; empty means `phone`.")
 
     objects = UserManager()
 
@@ -62,6 +68,9 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    def is_locked(self, now: Any = None) -> bool:
+        return self.locked_until is not None and self.locked_until > (now or timezone.now())
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.email = self.email.strip().lower()

@@ -1,0 +1,179 @@
+"""Request and response bodies of the identity endpoints (shared/API.md, "Identity")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+from rest_framework import serializers
+
+from accounts.models import Device, User
+from accounts.services.devices import parse_public_key
+from accounts.services.two_factor import totp_enabled
+
+
+def e164(value: str) -> str:
+    """Validate an E.164 phone number and return it normalised (+4915112345678)."""
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise serializers.ValidationError("Enter the number in international format, e.g. +4915112345678.") from None
+    if not phonenumbers.is_valid_number(number):
+        raise serializers.ValidationError("This is not a valid phone number.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class PhoneField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        return e164(value) if value else value
+
+
+class UserOutput(serializers.ModelSerializer):
+    totp_enabled = serializers.SerializerMethodField()
+    locked = serializers.SerializerMethodField()
+    national_id_masked = serializers.SerializerMethodField(help_text="Last 4 characters only; never the full number.")
+
+    class Meta:
+        model = User
+        fields = [
+            "id",
+            "email",
+            "full_name",
+            "phone",
+            "notification_email",
+            "notification_phone",
+            "national_id_masked",
+            "email_verified",
+            "phone_verified",
+            "totp_enabled",
+            "locked",
+            "locked_until",
+            "is_staff",
+            "date_joined",
+        ]
+        read_only_fields = fields
+
+    def get_totp_enabled(self, user: User) -> bool:
+        return totp_enabled(user=user)
+
+    def get_locked(self, user: User) -> bool:
+        return user.is_locked()
+
+    def get_national_id_masked(self, user: User) -> str | None:
+        return ("•" * 4 + user.national_id[-4:]) if user.national_id else None
+
+
+class RegisterInput(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    phone = PhoneField(max_length=32)
+    full_name = serializers.CharField(max_length=200)
+    password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+
+
+class ProfileInput(serializers.Serializer):
+    """Only these can change; anything else in the body (is_staff, email, lock state...) is ignored."""
+
+    full_name = serializers.CharField(max_length=200, required=False)
+    phone = PhoneField(max_length=32, required=False)
+    notification_email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
+    notification_phone = PhoneField(max_length=32, required=False, allow_blank=True)
+    national_id = serializers.CharField(max_length=64, required=False, allow_blank=True, write_only=True)
+
+
+class PasswordChangeInput(serializers.Serializer):
+    current_password = serializers.CharField(max_length=128, trim_whitespace=False)
+    new_password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+
+class TokenInput(serializers.Serializer):
+    email = serializers.CharField(max_length=254)
+    password = serializers.CharField(max_length=128, trim_whitespace=False)
+    device_id = serializers.UUIDField(
+        required=False, help_text="The registered device signing in, so the session is tied to it."
+    )
+
+
+class TokenPairOutput(serializers.Serializer):
+    access = serializers.CharField(help_text="JWT, valid 5 minutes. Send as `Authorization: Bearer <access>`.")
+    refresh = serializers.CharField(help_text="JWT; rotates on every use. Reusing an old one ends the session.")
+
+
+class MfaTokenInput(serializers.Serializer):
+    mfa_token = serializers.CharField(max_length=128)
+    code = serializers.CharField(max_length=32, help_text="6-digit TOTP code, or a backup code (xxxxx-xxxxx).")
+
+
+class RefreshInput(serializers.Serializer):
+    refresh = serializers.CharField(max_length=4096)
+
+
+class TotpEnrolOutput(serializers.Serializer):
+    secret = serializers.CharField(help_text="Base32 secret, for typing into an authenticator app.")
+    otpauth_uri = serializers.CharField()
+    qr_svg = serializers.CharField(help_text="The otpauth URI as a QR code, SVG markup.")
+
+
+class CodeInput(serializers.Serializer):
+    code = serializers.CharField(max_length=32)
+
+
+class BackupCodesOutput(serializers.Serializer):
+    backup_codes = serializers.ListField(child=serializers.CharField(), help_text="Shown once; each works once.")
+
+
+class DeviceInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    platform = serializers.ChoiceField(choices=Device.Platform.choices)
+    app_version = serializers.RegexField(r"^\d{1,4}(\.\d{1,4}){0,3}$", max_length=32)
+    public_key = serializers.CharField(max_length=1024, help_text="P-256 public key, base64 DER SubjectPublicKeyInfo.")
+    push_token = serializers.CharField(max_length=512, required=False, allow_blank=True, default="")
+
+    def validate_public_key(self, value: str) -> str:
+        try:
+            parse_public_key(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+
+class DeviceOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Device
+        fields = ["id", "name", "platform", "app_version", "public_key", "created_at", "last_login_at"]
+        read_only_fields = fields
+
+
+class DeviceChallengeInput(serializers.Serializer):
+    device_id = serializers.UUIDField()
+
+
+class DeviceChallengeOutput(serializers.Serializer):
+    challenge = serializers.CharField(help_text="Sign its UTF-8 bytes with the device key. Single use.")
+    expires_at = serializers.DateTimeField()
+
+
+class DeviceTokenInput(serializers.Serializer):
+    device_id = serializers.UUIDField()
+    challenge = serializers.CharField(max_length=64)
+    signature = serializers.CharField(max_length=512, help_text="Base64 DER ECDSA-SHA256 over the challenge.")
+
+
+class StepUpInput(serializers.Serializer):
+    purpose = serializers.CharField(max_length=32, help_text="What is approved, e.g. `transfer`.")
+    amount = serializers.CharField(max_length=32, help_text='Decimal string, e.g. "1500.00".')
+    currency = serializers.CharField(max_length=3)
+    payee = serializers.CharField(max_length=64, help_text="Destination IBAN.")
+    code = serializers.CharField(max_length=32, required=False, help_text="TOTP or backup code.")
+    device_id = serializers.UUIDField(required=False)
+    challenge = serializers.CharField(max_length=64, required=False, help_text="From /auth/device/challenge.")
+    signature = serializers.CharField(
+        max_length=512,
+        required=False,
+        help_text="Base64 DER ECDSA-SHA256 over `bankcore-step-up:v1|purpose|amount|currency|payee|challenge`.",
+    )
+
+
+class StepUpOutput(serializers.Serializer):
+    step_up_token = serializers.CharField()
+    expires_at = serializers.DateTimeField()

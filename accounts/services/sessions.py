@@ -1,0 +1,218 @@
+"""Login sessions ("token families") and the JWTs descended from them.
+
+Every login creates one LoginSession; its refresh token rotates on every use and
+only the newest one (`current_refresh_jti`) is accepted. Presenting an older one
+means it was copied: the whole session is revoked, so neither the thief nor the
+customer can go on with it (refresh is checked here, access tokens on every request
+by accounts.api.authentication).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework_simplejwt.exceptions import TokenBackendError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.state import token_backend
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.exceptions import SessionRevoked
+from accounts.models import Device, LoginSession, User
+from bankcore.api.logging import current_request_meta
+from bankcore.audit import audit_record
+from notifications.events import Event
+from notifications.services import notify
+
+SESSION_CLAIM = "fam"
+DEVICE_CLAIM = "device_id"
+
+
+def _new_refresh(*, session: LoginSession) -> RefreshToken:
+    """A refresh token of `session`, recorded as outstanding (simplejwt's blacklist tables)."""
+    refresh = RefreshToken()
+    refresh[jwt_settings.USER_ID_CLAIM] = str(session.user_id)
+    refresh[SESSION_CLAIM] = str(session.id)
+    if session.device_id:
+        refresh[DEVICE_CLAIM] = str(session.device_id)
+    OutstandingToken.objects.create(
+        user_id=session.user_id,
+        jti=refresh[jwt_settings.JTI_CLAIM],
+        token=str(refresh),
+        created_at=timezone.now(),
+        expires_at=datetime.fromtimestamp(refresh["exp"], tz=UTC),
+    )
+    return refresh
+
+
+def _pair(refresh: RefreshToken) -> dict[str, str]:
+    return {"access": str(refresh.access_token), "refresh": str(refresh)}
+
+
+def session_start(*, user: User, method: str, device: Device | None = None) -> tuple[LoginSession, dict[str, str]]:
+    """Complete a login: new session, first token pair, failure count reset, audited.
+
+    Tells the customer (NEW_DEVICE_LOGIN) when a password login comes from a client
+    (User-Agent) none of their earlier logins used. Atomic.
+    """
+    meta = current_request_meta()
+    now = timezone.now()
+    with transaction.atomic():
+        earlier = LoginSession.objects.filter(user=user)
+        unfamiliar_client = (
+            device is None and earlier.exists() and not earlier.filter(user_agent=meta.user_agent).exists()
+        )
+        session = LoginSession.objects.create(
+            user=user, device=device, method=method, ip=meta.ip, user_agent=meta.user_agent
+        )
+        refresh = _new_refresh(session=session)
+        session.current_refresh_jti = refresh[jwt_settings.JTI_CLAIM]
+        session.save(update_fields=["current_refresh_jti"])
+        User.objects.filter(pk=user.pk).update(failed_auth_attempts=0, last_login=now)
+        user.failed_auth_attempts = 0
+        user.last_login = now
+        if device is not None:
+            Device.objects.filter(pk=device.pk).update(last_login_at=now)
+        if unfamiliar_client:
+            notify(
+                user=user,
+                event=Event.NEW_DEVICE_LOGIN,
+                context={
+                    "title": "New sign-in to your account",
+                    "body": f"Someone signed in from {meta.user_agent or 'an unknown app'} ({meta.ip}). "
+                    "If this was not you, change your password and call us.",
+                    "user_agent": meta.user_agent,
+                    "ip": meta.ip,
+                },
+            )
+        audit_record(
+            action="auth.login",
+            actor=user,
+            target=user,
+            details={
+                "method": method,
+                "session": str(session.id),
+                "device": str(device.id) if device else None,
+            },
+        )
+    return session, _pair(refresh)
+
+
+def _decode_refresh(raw: str) -> dict[str, Any]:
+    try:
+        payload = token_backend.decode(raw, verify=True)
+    except TokenBackendError:
+        raise SessionRevoked("The refresh token is not valid or has expired.") from None
+    if payload.get(jwt_settings.TOKEN_TYPE_CLAIM) != "refresh" or not payload.get(SESSION_CLAIM):
+        raise SessionRevoked("The refresh token is not valid or has expired.")
+    try:
+        uuid.UUID(str(payload[SESSION_CLAIM]))
+    except ValueError:
+        raise SessionRevoked("The refresh token is not valid or has expired.") from None
+    return payload
+
+
+def _revoke(*, session: LoginSession, reason: str) -> None:
+    """Mark revoked and blacklist its live refresh token. Call inside a transaction."""
+    session.revoked_at = timezone.now()
+    session.revoked_reason = reason
+    session.save(update_fields=["revoked_at", "revoked_reason"])
+    if session.current_refresh_jti:
+        outstanding = OutstandingToken.objects.filter(jti=session.current_refresh_jti).first()
+        if outstanding is not None:
+            BlacklistedToken.objects.get_or_create(token=outstanding)
+
+
+def session_refresh(*, refresh: str) -> dict[str, str]:
+    """Rotate: blacklist the presented refresh token and return a new pair of the same session.
+
+    A refresh token that was already rotated away is a stolen copy (or the
+    customer's copy after a thief used it first): the session is revoked, the event
+    audited, and the caller gets 401. Row-locks the session, so two concurrent uses
+    of one token cannot both rotate it.
+    """
+    payload = _decode_refresh(refresh)
+    jti = payload[jwt_settings.JTI_CLAIM]
+    reused = False
+    with transaction.atomic():
+        session = (
+            LoginSession.objects.select_for_update()
+            .select_related("user")
+            .filter(pk=payload[SESSION_CLAIM], user_id=payload.get(jwt_settings.USER_ID_CLAIM))
+            .first()
+        )
+        if session is None or session.revoked_at is not None or not session.user.is_active:
+            raise SessionRevoked("This session has ended. Log in again.")
+        if jti != session.current_refresh_jti:
+            _revoke(session=session, reason="refresh_token_reuse")
+            audit_record(
+                action="auth.refresh_token_reuse",
+                target=session.user,
+                details={"session": str(session.id), "jti": jti},
+            )
+            reused = True
+        else:
+            outstanding, _ = OutstandingToken.objects.get_or_create(
+                jti=jti,
+                defaults={
+                    "user_id": session.user_id,
+                    "token": refresh,
+                    "created_at": timezone.now(),
+                    "expires_at": datetime.fromtimestamp(payload["exp"], tz=UTC),
+                },
+            )
+            BlacklistedToken.objects.get_or_create(token=outstanding)
+            new_refresh = _new_refresh(session=session)
+            session.current_refresh_jti = new_refresh[jwt_settings.JTI_CLAIM]
+            session.last_refreshed_at = timezone.now()
+            session.save(update_fields=["current_refresh_jti", "last_refreshed_at"])
+    if reused:
+        # Outside the atomic block: the revocation is committed before we answer.
+        raise SessionRevoked(
+            "This refresh token was already used. For your safety this login has been ended; log in again."
+        )
+    return _pair(new_refresh)
+
+
+def session_logout(*, refresh: str) -> None:
+    """End the session the refresh token belongs to (blacklists its refresh token). Idempotent."""
+    payload = _decode_refresh(refresh)
+    with transaction.atomic():
+        session = (
+            LoginSession.objects.select_for_update()
+            .filter(pk=payload[SESSION_CLAIM], user_id=payload.get(jwt_settings.USER_ID_CLAIM))
+            .first()
+        )
+        if session is None or session.revoked_at is not None:
+            return
+        _revoke(session=session, reason="logout")
+        audit_record(
+            action="auth.logout", actor=session.user, target=session.user, details={"session": str(session.id)}
+        )
+
+
+def sessions_revoke(
+    *, user: User, reason: str, keep_session_id: str | None = None, device: Device | None = None
+) -> int:
+    """Revoke the user's live sessions (or only those of `device`), except `keep_session_id`.
+
+    Call inside the caller's transaction. Returns how many were revoked.
+    """
+    sessions = LoginSession.objects.select_for_update().filter(user=user, revoked_at__isnull=True)
+    if device is not None:
+        sessions = sessions.filter(device=device)
+    if keep_session_id:
+        sessions = sessions.exclude(pk=keep_session_id)
+    count = 0
+    for session in sessions.order_by("pk"):
+        _revoke(session=session, reason=reason)
+        count += 1
+    return count
+
+
+def session_is_live(*, session_id: str, user_id: Any) -> bool:
+    return LoginSession.objects.filter(pk=session_id, user_id=user_id, revoked_at__isnull=True).exists()
