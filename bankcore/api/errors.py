@@ -89,11 +89,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, drf.ParseError):
         message = f"Malformed request body: {exc.detail}"
     else:
-        message = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else exc.default_detail
+        message = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else str(exc.default_detail)
         if isinstance(exc.detail, dict):
             details = _flatten(exc.detail)
     if isinstance(exc, drf.Throttled):
-        details = {"retry_after": int(exc.wait) if exc.wait is not None else None}
+        wait = getattr(exc, "wait", None)
+        details = {"retry_after": int(wait) if wait is not None else None}
     if code is None:
         code = getattr(exc, "default_code", "error")
     return Response(error_body(code, str(message), details), status=exc.status_code, headers=headers)

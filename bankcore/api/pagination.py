@@ -70,10 +70,11 @@ class KeysetPagination(BasePagination):
 
     ordering: tuple[str, ...] = ("-id",)
 
-    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list[Any]:
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
         ordering = tuple(getattr(view, "keyset_ordering", self.ordering))
         limit = parse_limit(request)
         cursor = request.query_params.get("cursor")
+        assert isinstance(queryset, QuerySet), "keyset pagination needs a queryset"
         queryset = queryset.order_by(*ordering)
         if cursor:
             queryset = queryset.filter(keyset_filter(ordering, decode_cursor(cursor, len(ordering))))

@@ -63,12 +63,14 @@ def test_readyz_answers_503_naming_the_database_when_it_is_unreachable():
     assert body["checks"]["database"]["status"] == "down"
 
 
+@pytest.mark.django_db
 def test_metrics_are_prometheus_text_for_allowed_networks(client):
     response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
     assert response.status_code == 200
     assert b"django_http_requests_total_by_method_total" in response.content
 
 
+@pytest.mark.django_db
 @override_settings(METRICS_ALLOWED_NETWORKS=["10.0.0.0/8"], METRICS_TOKEN="s3cret-token")
 def test_metrics_refuse_other_networks_unless_bearer_token(client):
     refused = client.get("/metrics", REMOTE_ADDR="203.0.113.5")
