@@ -434,3 +434,5 @@ REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["accounts.api.authentication
 # per-device delays would only add a second, inconsistent limit.
 OTP_STATIC_THROTTLE_FACTOR = 0
 OTP_TOTP_THROTTLE_FACTOR = 0
+# A password resembling the customer's name, e-mail or phone number is refused.
+AUTH_PASSWORD_VALIDATORS[0]["OPTIONS"] = {"user_attributes": ("email", "full_name", "phone")}
