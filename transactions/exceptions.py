@@ -59,11 +59,3 @@ class UnknownDestination(BankError):
 
 class LedgerUnbalanced(Exception):
     """A programming error: legs that do not sum to zero per currency. Never reaches a client as 4xx."""
-
-
-class StepUpRequired(BankError):
-    """403: the transfer is above the step-up threshold and carries no valid step_up_token."""
-
-    status_code = 403
-    code = "step_up_required"
-    default_message = "This transfer needs step-up authentication."

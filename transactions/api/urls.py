@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from transactions.api import views
+
+urlpatterns = [
+    path("transfers", views.TransferListCreate.as_view(), name="transfers"),
+    path("transfers/<uuid:transfer_id>", views.TransferDetail.as_view(), name="transfer-detail"),
+    path("limits", views.Limits.as_view(), name="limits"),
+]

@@ -16,6 +16,7 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from accounts.models import BankAccount
+from bankcore.money import format_amount
 from transactions.exceptions import AccountFrozen, CurrencyMismatch, InsufficientFunds, LedgerUnbalanced
 from transactions.lock_objects import bank_accounts_for_update
 from transactions.models import Entry, Transaction
@@ -85,7 +86,9 @@ def post_transaction(
         if delta < 0 and account.kind != BankAccount.Kind.INTERNAL:
             held = getattr(account, "held", 0) or 0
             if account.balance + delta - held < -account.overdraft_limit:
-                raise InsufficientFunds(details={"available": available_balance(account, held)})
+                raise InsufficientFunds(
+                    details={"available": format_amount(available_balance(account, held), account.currency)}
+                )
 
     now = timezone.now()
     journal = Transaction.objects.create(

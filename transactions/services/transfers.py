@@ -9,6 +9,7 @@ from uuid import UUID
 from django.conf import settings
 
 from accounts.models import BankAccount
+from accounts.services.step_up import step_up_consume
 from bankcore.audit import audit_record
 from bankcore.money import exponent, format_amount
 from notifications.events import Event
@@ -17,14 +18,14 @@ from transactions.db import atomic_with_retry
 from transactions.exceptions import (
     AccountNotFound,
     CurrencyMismatch,
+    InsufficientFunds,
     LimitExceeded,
     SameAccount,
-    StepUpRequired,
     UnknownDestination,
 )
 from transactions.lock_objects import bank_accounts_for_update, customer_lock
 from transactions.models import Transaction
-from transactions.services.ledger import Leg, post_transaction
+from transactions.services.ledger import Leg, available_balance, post_transaction
 from transactions.services.limits import limits_for
 
 STEP_UP_PURPOSE = "transfer"
@@ -33,17 +34,6 @@ STEP_UP_PURPOSE = "transfer"
 def mask_iban(iban: str) -> str:
     """Never a full account number in messages: '•••• 3000'."""
     return f"•••• {iban[-4:]}"
-
-
-def _require_step_up(*, user: Any, token: str | None, amount: str, currency: str, payee: str) -> None:
-    signed = {"purpose": STEP_UP_PURPOSE, "amount": amount, "currency": currency, "payee": payee}
-    if not token:
-        raise StepUpRequired(details={"sign": signed})
-    try:
-        from accounts.services.step_up import step_up_consume
-    except ImportError:  # identity's step-up not installed: fail closed
-        raise StepUpRequired(details={"sign": signed}) from None
-    step_up_consume(user=user, token=token, **signed)
 
 
 def _resolve_destination(iban: str) -> BankAccount:
@@ -104,8 +94,19 @@ def transfer_create(
                     details={"limit": "daily", "remaining_today": format_amount(limits.remaining_today, currency)},
                 )
             if amount > limits.step_up_threshold:
-                _require_step_up(
-                    user=user, token=step_up_token, amount=amount_text, currency=currency, payee=target.iban
+                # No second factor for a transfer that would fail anyway.
+                if amount > available_balance(source, source.held):
+                    raise InsufficientFunds(
+                        details={"available": format_amount(available_balance(source, source.held), currency)}
+                    )
+                # Raises StepUpRequired (403) unless the token is bound to exactly this amount and payee.
+                step_up_consume(
+                    user=user,
+                    token=step_up_token,
+                    purpose=STEP_UP_PURPOSE,
+                    amount=amount_text,
+                    currency=currency,
+                    payee=target.iban,
                 )
 
         before = source.balance

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts.tests.factories import authenticated_client
 from transactions.tests.factories import CustomerFactory
 
 
@@ -18,10 +18,8 @@ def other_customer(db):
 
 
 def client_for(user) -> APIClient:
-    """An API client carrying a real JWT access token for `user`."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
-    return client
+    """An API client carrying the real JWT access token of a real login session of `user`."""
+    return authenticated_client(user)
 
 
 @pytest.fixture

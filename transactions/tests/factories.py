@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import factory
-from django.contrib.auth import get_user_model
-
 from accounts.services.bank_accounts import bank_account_open
+from accounts.tests.factories import UserFactory
 from transactions.services.cash import cash_deposit
 
-
-class CustomerFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = get_user_model()
-        skip_postgeneration_save = True
-
-    email = factory.Sequence(lambda n: f"customer{n}@example.test")
-    full_name = factory.Faker("name")
-    password = factory.PostGenerationMethodCall("set_password", "correct horse battery")
-
-    @classmethod
-    def _create(cls, model_class, *args, **kwargs):
-        password = kwargs.pop("password", None)
-        user = model_class.objects.create_user(*args, **kwargs)
-        if password:
-            user.set_password(password)
-        return user
+CustomerFactory = UserFactory
 
 
 def open_account(owner, *, currency: str = "EUR", kind: str = "current", balance: int = 0, name: str = ""):

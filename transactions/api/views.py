@@ -1,0 +1,141 @@
+"""Thin views: parse, authorise (ownership via selectors), call one service, serialize."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.timezone import is_naive, make_aware
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from bankcore.api.pagination import KeysetPagination
+from bankcore.idempotency import idempotent
+from bankcore.money import SUPPORTED_CURRENCIES, format_amount
+from transactions.api.serializers import HistoryEntryOutput, LimitsOutput, TransferInput, TransferOutput
+from transactions.selectors import (
+    account_history,
+    customer_account,
+    customer_accounts,
+    customer_transfer,
+    customer_transfers,
+)
+from transactions.services.limits import limits_for
+from transactions.services.transfers import transfer_create
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    location=OpenApiParameter.HEADER,
+    required=True,
+    description="1-255 printable characters; same key + same body replays the first response for 24 h.",
+)
+
+
+def _paginate(view: APIView, request: Request, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
+    paginator = KeysetPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+def _time_param(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    moment = parse_datetime(raw)
+    if moment is None:
+        day = parse_date(raw) if len(raw) == 10 else None
+        if day is None:
+            raise serializers.ValidationError({name: ["Use an ISO 8601 date or date-time."]})
+        moment = datetime(day.year, day.month, day.day)
+    return make_aware(moment) if is_naive(moment) else moment
+
+
+class AccountHistory(APIView):
+    keyset_ordering = ("-id",)
+
+    @extend_schema(
+        summary="An account's entries, newest first",
+        parameters=[
+            OpenApiParameter("since", str, description="ISO date/date-time, inclusive."),
+            OpenApiParameter("until", str, description="ISO date/date-time, exclusive."),
+        ],
+        responses=HistoryEntryOutput(many=True),
+    )
+    def get(self, request: Request, account_id: Any) -> Response:
+        account = customer_account(user=request.user, account_id=account_id)
+        entries = account_history(
+            account=account, since=_time_param(request, "since"), until=_time_param(request, "until")
+        )
+        return _paginate(self, request, entries, HistoryEntryOutput)
+
+
+class TransferListCreate(APIView):
+    keyset_ordering = ("-id",)
+
+    @extend_schema(summary="Transfers the caller sent, newest first", responses=TransferOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginate(self, request, customer_transfers(user=request.user), TransferOutput)
+
+    @extend_schema(
+        summary="Send money to an account of this bank",
+        parameters=[IDEMPOTENCY_PARAMETER],
+        request=TransferInput,
+        responses={
+            201: TransferOutput,
+            409: OpenApiResponse(description="`idempotency_in_progress`"),
+            422: OpenApiResponse(
+                description="`insufficient_funds`, `account_frozen`, `currency_mismatch`, `same_account`, "
+                "`limit_exceeded`, `idempotency_key_reused`"
+            ),
+        },
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = TransferInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        transfer = transfer_create(
+            user=request.user,
+            source_account_id=values["source_account"],
+            destination_iban=values["destination"],
+            amount=values["amount_minor"],
+            currency=values["currency"],
+            description=values["description"],
+            step_up_token=values["step_up_token"] or None,
+        )
+        return Response(TransferOutput(transfer).data, status=status.HTTP_201_CREATED)
+
+
+class TransferDetail(APIView):
+    @extend_schema(summary="One of the caller's transfers", responses=TransferOutput)
+    def get(self, request: Request, transfer_id: Any) -> Response:
+        return Response(TransferOutput(customer_transfer(user=request.user, transfer_id=transfer_id)).data)
+
+
+class Limits(APIView):
+    @extend_schema(
+        summary="Transfer limits and what the last 24 hours used",
+        parameters=[OpenApiParameter("currency", str, enum=list(SUPPORTED_CURRENCIES))],
+        responses=LimitsOutput,
+    )
+    def get(self, request: Request) -> Response:
+        currency = request.query_params.get("currency")
+        if currency is None:
+            first = customer_accounts(user=request.user).order_by("created_at").first()
+            currency = first.currency if first is not None else "EUR"
+        if currency not in SUPPORTED_CURRENCIES:
+            raise serializers.ValidationError({"currency": [f"One of {', '.join(SUPPORTED_CURRENCIES)}."]})
+        limits = limits_for(user=request.user, currency=currency)
+        body = {
+            "currency": currency,
+            "step_up_threshold": format_amount(limits.step_up_threshold, currency),
+            "per_transfer": format_amount(limits.per_transfer, currency),
+            "daily": format_amount(limits.daily, currency),
+            "used_today": format_amount(limits.used_today, currency),
+            "remaining_today": format_amount(limits.remaining_today, currency),
+        }
+        return Response(LimitsOutput(body).data)

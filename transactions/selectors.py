@@ -1,0 +1,111 @@
+"""Read-only queries for the ledger's API pages, statements and admin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+from django.db.models import OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import BankAccount
+from transactions.exceptions import AccountNotFound
+from transactions.models import Entry, Hold, Transaction
+
+
+def _with_held(queryset: QuerySet[BankAccount]) -> QuerySet[BankAccount]:
+    held = (
+        Hold.objects.filter(account=OuterRef("pk"), status=Hold.Status.ACTIVE, expires_at__gt=timezone.now())
+        .order_by()
+        .values("account")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return queryset.annotate(held=Coalesce(Subquery(held), Value(0)))
+
+
+def customer_accounts(*, user: Any) -> QuerySet[BankAccount]:
+    """The customer's own accounts, each annotated with `held` (active holds)."""
+    return _with_held(BankAccount.objects.filter(owner=user))
+
+
+def customer_account(*, user: Any, account_id: UUID | str) -> BankAccount:
+    """One of the customer's accounts, or AccountNotFound (also for another customer's id)."""
+    account = customer_accounts(user=user).filter(pk=account_id).first()
+    if account is None:
+        raise AccountNotFound()
+    return account
+
+
+def account_history(
+    *, account: BankAccount, since: datetime | None = None, until: datetime | None = None
+) -> QuerySet[Entry]:
+    """The account's entries with their counterparties; the caller orders (keyset on -id).
+
+    Served by the (account, id) index: a page costs the same at any depth.
+    """
+    entries = Entry.objects.filter(account=account).select_related(
+        "transaction",
+        "transaction__source_account__owner",
+        "transaction__destination_account__owner",
+    )
+    if since is not None:
+        entries = entries.filter(created_at__gte=since)
+    if until is not None:
+        entries = entries.filter(created_at__lt=until)
+    return entries
+
+
+def counterparty_of(entry: Entry) -> dict[str, str] | None:
+    """The other side of a transfer as seen from `entry`'s account; None for cash and bank postings."""
+    journal = entry.transaction
+    other = None
+    if journal.source_account_id == entry.account_id:
+        other = journal.destination_account
+    elif journal.destination_account_id == entry.account_id:
+        other = journal.source_account
+    if other is None or other.kind == BankAccount.Kind.INTERNAL:
+        return None
+    name = other.owner.full_name if other.owner is not None else other.name
+    return {"name": name, "iban": other.iban}
+
+
+def customer_transfers(*, user: Any) -> QuerySet[Transaction]:
+    """Transfers the customer sent (from any of their accounts)."""
+    return Transaction.objects.filter(
+        source_account__owner=user, kind__in=(Transaction.Kind.TRANSFER, Transaction.Kind.STANDING_ORDER)
+    ).select_related("destination_account")
+
+
+def customer_transfer(*, user: Any, transfer_id: UUID | str) -> Transaction:
+    transfer = customer_transfers(user=user).filter(pk=transfer_id).first()
+    if transfer is None:
+        raise AccountNotFound("No such transfer.")
+    return transfer
+
+
+def balance_at(*, account: BankAccount, moment: datetime) -> int:
+    """The account's balance just before `moment` (balance_after of the last earlier entry)."""
+    last = Entry.objects.filter(account=account, created_at__lt=moment).order_by("-created_at", "-id").first()
+    return last.balance_after if last is not None else 0
+
+
+def statement_entries(*, account: BankAccount, start: datetime, end: datetime, chunk: int = 2000) -> Iterator[Entry]:
+    """Every entry of [start, end) oldest first, fetched in keyset chunks (constant memory)."""
+    last_id = 0
+    base = account_history(account=account, since=start, until=end).order_by("id")
+    while True:
+        batch = list(base.filter(id__gt=last_id)[:chunk])
+        if not batch:
+            return
+        yield from batch
+        last_id = batch[-1].id
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    end = datetime(month.year + (month.month == 12), month.month % 12 + 1, 1, tzinfo=UTC)
+    return start, end

@@ -1,0 +1,255 @@
+"""POST/GET /api/v1/transfers and /api/v1/limits: the contract's statuses and codes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from accounts.models import BankAccount
+from notifications.models import Notification
+from transactions.models import CustomerLimit, IdempotencyKey, Transaction
+from transactions.services.verify import ledger_verify
+from transactions.tests.conftest import client_for
+from transactions.tests.factories import CustomerFactory, open_account
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+
+@pytest.fixture
+def accounts(customer):
+    return open_account(customer, balance=500_000), open_account(CustomerFactory(), balance=0)
+
+
+def send(client, source, destination, amount="10.00", currency="EUR", key=None, **extra):
+    body = {"source_account": str(source), "destination": destination, "amount": amount, "currency": currency, **extra}
+    return client.post("/api/v1/transfers", body, format="json", HTTP_IDEMPOTENCY_KEY=key or uuid.uuid4().hex)
+
+
+def error_code(response):
+    return response.json()["error"]["code"]
+
+
+def test_transfer_posts_and_moves_both_balances(customer, customer_client, accounts):
+    source, destination = accounts
+    response = send(customer_client, source.pk, destination.iban, "12.50", description="Rent share")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "posted" and body["amount"] == "12.50" and body["destination"] == destination.iban
+    assert body["source_account"] == str(source.pk) and body["description"] == "Rent share"
+    source.refresh_from_db()
+    destination.refresh_from_db()
+    assert (source.balance, destination.balance) == (500_000 - 1_250, 1_250)
+    assert customer_client.get(f"/api/v1/transfers/{body['id']}").json() == body
+    assert customer_client.get("/api/v1/transfers").json()["results"] == [body]
+    assert Notification.objects.filter(user=customer, event="transfer_sent").exists()
+    received = Notification.objects.get(user=destination.owner, event="transfer_received")
+    assert destination.iban not in received.body and source.iban not in received.body
+    assert ledger_verify().ok
+
+
+def test_destination_iban_may_have_spaces(customer_client, accounts):
+    source, destination = accounts
+    spaced = " ".join(destination.iban[i : i + 4] for i in range(0, len(destination.iban), 4))
+    assert send(customer_client, source.pk, spaced).status_code == 201
+
+
+@pytest.mark.parametrize("amount", ["0", "0.00", "-5.00", "1.005", "abc", "1e3", "", "99999999999999999", 12.5, None])
+def test_malformed_amounts_answer_400_and_move_nothing(customer_client, accounts, amount):
+    source, destination = accounts
+    response = send(customer_client, source.pk, destination.iban, amount)
+    assert response.status_code == 400, response.content
+    assert error_code(response) == "invalid_request"
+    assert "amount" in response.json()["error"]["details"]
+    assert Transaction.objects.filter(kind="transfer").count() == 0
+    assert IdempotencyKey.objects.count() == 0  # released: the client may fix the body and retry
+
+
+def test_invalid_or_unknown_destination_answers_400(customer_client, accounts):
+    source, _ = accounts
+    response = send(customer_client, source.pk, "DE00370400440532013000")
+    assert response.status_code == 400 and "destination" in response.json()["error"]["details"]
+    response = send(customer_client, source.pk, "DE89370400440532013000")  # valid IBAN, not ours
+    assert response.status_code == 400 and "destination" in response.json()["error"]["details"]
+
+
+def test_source_account_of_another_customer_answers_404(customer_client, accounts):
+    _, destination = accounts
+    theirs = open_account(CustomerFactory(), balance=100_000)
+    response = send(customer_client, theirs.pk, destination.iban)
+    assert response.status_code == 404 and error_code(response) == "not_found"
+    response = send(customer_client, uuid.uuid4(), destination.iban)
+    assert response.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.balance == 100_000
+
+
+def test_another_customers_transfer_answers_404(customer_client, accounts):
+    other = CustomerFactory()
+    src, dst = open_account(other, balance=1_000), open_account(customer_client and CustomerFactory())
+    transfer_id = send(client_for(other), src.pk, dst.iban, "1.00").json()["id"]
+    assert customer_client.get(f"/api/v1/transfers/{transfer_id}").status_code == 404
+    assert customer_client.get("/api/v1/transfers").json()["results"] == []
+
+
+def test_insufficient_funds_answers_422(customer_client, accounts):
+    source, destination = accounts
+    response = send(customer_client, source.pk, destination.iban, "5000.01")
+    assert response.status_code == 422 and error_code(response) == "insufficient_funds"
+
+
+def test_frozen_source_answers_422_account_frozen(customer_client, accounts):
+    source, destination = accounts
+    BankAccount.objects.filter(pk=source.pk).update(status="frozen")
+    response = send(customer_client, source.pk, destination.iban)
+    assert response.status_code == 422 and error_code(response) == "account_frozen"
+
+
+def test_frozen_destination_answers_422_account_frozen(customer_client, accounts):
+    source, destination = accounts
+    BankAccount.objects.filter(pk=destination.pk).update(status="frozen")
+    assert error_code(send(customer_client, source.pk, destination.iban)) == "account_frozen"
+
+
+def test_currency_mismatch_answers_422(customer, customer_client, accounts):
+    source, destination = accounts
+    response = send(customer_client, source.pk, destination.iban, "10.00", "USD")
+    assert response.status_code == 422 and error_code(response) == "currency_mismatch"
+    usd = open_account(CustomerFactory(), currency="USD")
+    assert error_code(send(customer_client, source.pk, usd.iban)) == "currency_mismatch"
+
+
+def test_same_account_answers_422(customer_client, accounts):
+    source, _ = accounts
+    response = send(customer_client, source.pk, source.iban)
+    assert response.status_code == 422 and error_code(response) == "same_account"
+
+
+def test_per_transfer_limit_answers_422_limit_exceeded(customer, customer_client, accounts):
+    source, destination = accounts
+    CustomerLimit.objects.create(user=customer, currency="EUR", per_transfer=5_000)
+    response = send(customer_client, source.pk, destination.iban, "50.01")
+    assert response.status_code == 422 and error_code(response) == "limit_exceeded"
+    assert send(customer_client, source.pk, destination.iban, "50.00").status_code == 201
+
+
+def test_rolling_daily_limit_counts_the_last_24_hours(customer, customer_client, accounts):
+    source, destination = accounts
+    CustomerLimit.objects.create(user=customer, currency="EUR", daily=10_000)
+    assert send(customer_client, source.pk, destination.iban, "60.00").status_code == 201
+    response = send(customer_client, source.pk, destination.iban, "40.01")
+    assert response.status_code == 422 and error_code(response) == "limit_exceeded"
+    assert response.json()["error"]["details"]["remaining_today"] == "40.00"
+    assert send(customer_client, source.pk, destination.iban, "40.00").status_code == 201
+    limits = customer_client.get("/api/v1/limits?currency=EUR").json()
+    assert limits == {
+        "currency": "EUR",
+        "step_up_threshold": "1000.00",
+        "per_transfer": "10000.00",
+        "daily": "100.00",
+        "used_today": "100.00",
+        "remaining_today": "0.00",
+    }
+
+
+def test_limits_default_to_the_bank_settings(customer_client, accounts):
+    assert customer_client.get("/api/v1/limits").json() == {
+        "currency": "EUR",
+        "step_up_threshold": "1000.00",
+        "per_transfer": "10000.00",
+        "daily": "20000.00",
+        "used_today": "0.00",
+        "remaining_today": "20000.00",
+    }
+
+
+def test_transfer_above_the_step_up_threshold_without_token_answers_403(customer_client, accounts):
+    source, destination = accounts
+    response = send(customer_client, source.pk, destination.iban, "1000.01")
+    assert response.status_code == 403 and error_code(response) == "step_up_required"
+    details = response.json()["error"]["details"]
+    assert (details["purpose"], details["amount"], details["currency"], details["payee"]) == (
+        "transfer",
+        "1000.01",
+        "EUR",
+        destination.iban,
+    )
+    assert Transaction.objects.filter(kind="transfer").count() == 0
+    assert send(customer_client, source.pk, destination.iban, "1000.00").status_code == 201
+
+
+def test_step_up_token_bound_to_amount_and_payee_lets_the_transfer_post_once(customer, customer_client, accounts):
+    from accounts.tests.factories import step_up_token_for
+
+    source, destination = accounts
+    token = step_up_token_for(customer, amount="1500.00", currency="EUR", payee=destination.iban)
+    wrong_amount = send(customer_client, source.pk, destination.iban, "1500.01", step_up_token=token)
+    assert wrong_amount.status_code == 403 and error_code(wrong_amount) == "step_up_required"
+    other_payee = open_account(CustomerFactory())
+    assert error_code(send(customer_client, source.pk, other_payee.iban, "1500.00", step_up_token=token)) == (
+        "step_up_required"
+    )
+    ok = send(customer_client, source.pk, destination.iban, "1500.00", step_up_token=token)
+    assert ok.status_code == 201, ok.content
+    reused = send(customer_client, source.pk, destination.iban, "1500.00", step_up_token=token)
+    assert reused.status_code == 403
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+
+
+def test_step_up_token_is_not_used_up_by_a_refused_transfer(customer, customer_client, accounts):
+    from accounts.tests.factories import step_up_token_for
+
+    source, destination = accounts
+    BankAccount.objects.filter(pk=destination.pk).update(status="frozen")
+    token = step_up_token_for(customer, amount="2000.00", currency="EUR", payee=destination.iban)
+    assert error_code(send(customer_client, source.pk, destination.iban, "2000.00", step_up_token=token)) == (
+        "account_frozen"
+    )
+    BankAccount.objects.filter(pk=destination.pk).update(status="active")
+    assert send(customer_client, source.pk, destination.iban, "2000.00", step_up_token=token).status_code == 201
+
+
+def test_missing_idempotency_key_answers_400(customer_client, accounts):
+    source, destination = accounts
+    body = {"source_account": str(source.pk), "destination": destination.iban, "amount": "1.00", "currency": "EUR"}
+    response = customer_client.post("/api/v1/transfers", body, format="json")
+    assert response.status_code == 400 and error_code(response) == "invalid_request"
+    assert "Idempotency-Key" in response.json()["error"]["details"]
+    assert Transaction.objects.filter(kind="transfer").count() == 0
+
+
+def test_same_key_same_body_replays_the_first_response(customer_client, accounts):
+    source, destination = accounts
+    first = send(customer_client, source.pk, destination.iban, "3.00", key="k-1")
+    again = send(customer_client, source.pk, destination.iban, "3.00", key="k-1")
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+
+
+def test_same_key_other_body_answers_422_key_reused(customer_client, accounts):
+    source, destination = accounts
+    send(customer_client, source.pk, destination.iban, "3.00", key="k-2")
+    response = send(customer_client, source.pk, destination.iban, "4.00", key="k-2")
+    assert response.status_code == 422 and error_code(response) == "idempotency_key_reused"
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+
+
+def test_keys_are_scoped_per_user(customer_client, accounts):
+    source, destination = accounts
+    other = CustomerFactory()
+    theirs = open_account(other, balance=1_000)
+    assert send(customer_client, source.pk, destination.iban, "3.00", key="shared").status_code == 201
+    assert send(client_for(other), theirs.pk, destination.iban, "3.00", key="shared").status_code == 201
+    assert Transaction.objects.filter(kind="transfer").count() == 2
+
+
+def test_business_rule_refusals_are_replayed_too(customer_client, accounts):
+    source, destination = accounts
+    first = send(customer_client, source.pk, destination.iban, "9999.00", key="k-3")
+    assert first.status_code == 422
+    from transactions.services.cash import cash_deposit
+
+    cash_deposit(iban=source.iban, amount=10_000_000)
+    again = send(customer_client, source.pk, destination.iban, "9999.00", key="k-3")
+    assert again.status_code == 422 and again.json() == first.json()
