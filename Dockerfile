@@ -27,4 +27,4 @@ RUN SECRET_KEY=build-only-not-a-secret-build-only-not-a-secret-000000 DATABASE_U
 USER bank
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
-CMD ["gunicorn", "bankcore.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--access-logfile", "-", "--forwarded-allow-ips", "*"]
+CMD ["gunicorn", "bankcore.wsgi:application"]

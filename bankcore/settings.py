@@ -22,7 +22,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 BANKCORE_ENV = env.str("BANKCORE_ENV", default="development")
 if BANKCORE_ENV not in {"development", "test", "production"}:
