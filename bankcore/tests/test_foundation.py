@@ -163,3 +163,11 @@ def test_missing_service_fails_the_run_when_services_are_required():
     result = _nested_pytest(REQUIRE_SERVICES="1")
     assert result.returncode != 0
     assert "REQUIRE_SERVICES=1 but: PostgreSQL not reachable" in result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_createsuperuser_works_with_the_custom_user(monkeypatch, django_user_model):
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-staff-password-1")
+    call_command("createsuperuser", interactive=False, email="Root@Example.com", full_name="Root Staff")
+    user = django_user_model.objects.get(email="root@example.com")
+    assert user.is_staff and user.is_superuser and user.check_password("a-long-staff-password-1")
