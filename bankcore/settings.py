@@ -431,9 +431,5 @@ CELERY_BEAT_SCHEDULE["verify-ledger-daily"] = {
 # Bearer JWTs whose login session must still be live (logout, refresh-token reuse,
 # password change and device revocation end access tokens at once).
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["accounts.api.authentication.SessionJWTAuthentication"]
-# Failed codes are counted by the account lockout in the database; django-otp's own
-# per-device delays would only add a second, inconsistent limit.
-OTP_STATIC_THROTTLE_FACTOR = 0
-OTP_TOTP_THROTTLE_FACTOR = 0
 # A password resembling the customer's name, e-mail or phone number is refused.
 AUTH_PASSWORD_VALIDATORS[0]["OPTIONS"] = {"user_attributes": ("email", "full_name", "phone")}
