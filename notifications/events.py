@@ -1,4 +1,7 @@
-"""Event names other apps pass to `notifications.services.notify`. The stable vocabulary."""
+"""Event names other apps pass to `notifications.services.notify`. The stable vocabulary.
+
+Names may be added, never renamed: stored rows and mobile apps refer to them.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +23,37 @@ class Event(StrEnum):
     INCIDENT_UPDATED = "incident_updated"
     INCIDENT_RESOLVED = "incident_resolved"
     MAINTENANCE_SCHEDULED = "maintenance_scheduled"
+    PRODUCT_NEWS = "product_news"
 
 
 # Security alerts: always delivered, preferences cannot turn them off.
 SECURITY_EVENTS = frozenset(
     {Event.NEW_DEVICE, Event.NEW_DEVICE_LOGIN, Event.PASSWORD_CHANGED, Event.TWO_FACTOR_CHANGED, Event.ACCOUNT_LOCKED}
 )
+
+# Marketing-class messages: the only ones quiet hours hold back.
+MARKETING_EVENTS = frozenset({Event.PRODUCT_NEWS})
+
+# Service messages about outages: sent by the incident fan-out, channels chosen by severity.
+INCIDENT_EVENTS = frozenset({Event.INCIDENT_DECLARED, Event.INCIDENT_UPDATED, Event.INCIDENT_RESOLVED})
+
+_ALL = ("email", "sms", "push")
+
+# Channels (besides the in-app inbox, which every event gets) used when the user chose nothing.
+DEFAULT_CHANNELS: dict[Event, tuple[str, ...]] = {
+    Event.TRANSFER_SENT: ("push",),
+    Event.TRANSFER_RECEIVED: ("push",),
+    Event.LARGE_TRANSACTION: ("push", "sms", "email"),
+    Event.LOW_BALANCE: ("push", "email"),
+    Event.STANDING_ORDER_FAILED: ("push", "email"),
+    Event.NEW_DEVICE: _ALL,
+    Event.NEW_DEVICE_LOGIN: _ALL,
+    Event.PASSWORD_CHANGED: _ALL,
+    Event.TWO_FACTOR_CHANGED: _ALL,
+    Event.ACCOUNT_LOCKED: _ALL,
+    Event.INCIDENT_DECLARED: ("email", "sms"),
+    Event.INCIDENT_UPDATED: ("email", "sms"),
+    Event.INCIDENT_RESOLVED: ("email", "sms"),
+    Event.MAINTENANCE_SCHEDULED: ("email", "push"),
+    Event.PRODUCT_NEWS: ("email", "push"),
+}

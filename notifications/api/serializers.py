@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from notifications.models import Notification
+
+
+class NotificationOut(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = ["id", "event", "title", "body", "created_at", "read_at"]
+
+
+class NotificationPageOut(serializers.Serializer):
+    results = NotificationOut(many=True)
+    next = serializers.CharField(allow_null=True, help_text="Cursor of the next page.")
+    unread = serializers.IntegerField(help_text="Unread notifications in the whole inbox.")
+
+
+class QuietHoursSchema(serializers.Serializer):
+    start = serializers.CharField(help_text="HH:MM, local time")
+    end = serializers.CharField(help_text="HH:MM, local time")
+    timezone = serializers.CharField(default="UTC", help_text="IANA name, e.g. Europe/Berlin")
+
+
+class StatusIncidentUpdate(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["declared", "updated", "resolved"])
+    message = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class StatusIncident(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    message = serializers.CharField()
+    severity = serializers.ChoiceField(choices=["minor", "major", "critical"])
+    services = serializers.ListField(child=serializers.CharField())
+    started_at = serializers.DateTimeField()
+    updates = StatusIncidentUpdate(many=True)
+
+
+class StatusMaintenance(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    message = serializers.CharField()
+    services = serializers.ListField(child=serializers.CharField())
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+    in_progress = serializers.BooleanField()
+
+
+class StatusAlternatives(serializers.Serializer):
+    support_phone = serializers.CharField()
+    branch_hours = serializers.CharField()
+
+
+class StatusOut(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["operational", "maintenance", "degraded", "partial_outage", "major_outage"]
+    )
+    updated_at = serializers.DateTimeField()
+    incidents = StatusIncident(many=True)
+    maintenance = StatusMaintenance(many=True)
+    alternatives = StatusAlternatives()

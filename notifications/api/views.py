@@ -1,0 +1,102 @@
+"""Inbox, preferences and the public status: parse, authorise, call one service."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from bankcore.api.pagination import KeysetPagination
+from notifications import selectors, services
+from notifications.api.serializers import NotificationOut, NotificationPageOut, StatusOut
+
+_PREFERENCES_SCHEMA = {
+    "type": "object",
+    "description": "`{event: {channel: bool}}` for every event (channels `email`, `sms`, `push`, `in_app`), "
+    "plus `quiet_hours`: `{start, end, timezone}` or null. Security alerts cannot be turned off.",
+    "properties": {
+        "quiet_hours": {
+            "type": "object",
+            "nullable": True,
+            "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "timezone": {"type": "string"}},
+        }
+    },
+    "additionalProperties": {"type": "object", "additionalProperties": {"type": "boolean"}},
+}
+
+
+class NotificationListView(APIView):
+    keyset_ordering = ("-id",)
+
+    @extend_schema(
+        operation_id="notifications_list",
+        parameters=[
+            OpenApiParameter("unread", OpenApiTypes.BOOL, description="Only unread notifications."),
+            *KeysetPagination().get_schema_operation_parameters(None),
+        ],
+        responses=NotificationPageOut,
+    )
+    def get(self, request: Request) -> Response:
+        unread_only = request.query_params.get("unread", "").lower() in {"1", "true", "yes"}
+        paginator = KeysetPagination()
+        page = paginator.paginate_queryset(
+            selectors.inbox(user=request.user, unread_only=unread_only), request, view=self
+        )
+        return Response(
+            {
+                "results": NotificationOut(page, many=True).data,
+                "next": paginator.next_cursor,
+                "unread": selectors.unread_count(user=request.user),
+            }
+        )
+
+
+class NotificationReadView(APIView):
+    @extend_schema(operation_id="notifications_read", request=None, responses={204: None})
+    def post(self, request: Request, notification_id: UUID) -> Response:
+        services.notification_mark_read(user=request.user, notification_id=notification_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NotificationReadAllView(APIView):
+    @extend_schema(operation_id="notifications_read_all", request=None, responses={204: None})
+    def post(self, request: Request) -> Response:
+        services.notifications_mark_all_read(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NotificationPreferencesView(APIView):
+    @extend_schema(operation_id="notification_preferences_get", responses={200: _PREFERENCES_SCHEMA})
+    def get(self, request: Request) -> Response:
+        return Response(services.preferences_get(user=request.user))
+
+    @extend_schema(
+        operation_id="notification_preferences_update",
+        request=_PREFERENCES_SCHEMA,
+        responses={200: _PREFERENCES_SCHEMA},
+        examples=[OpenApiExample("turn off SMS for low balance", value={"low_balance": {"sms": False}})],
+    )
+    def patch(self, request: Request) -> Response:
+        data: Any = request.data
+        return Response(services.preferences_update(user=request.user, changes=data))
+
+
+class StatusView(APIView):
+    """Public service status: the banner the app shows when something is down."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(operation_id="service_status", auth=[], responses={200: OpenApiResponse(StatusOut)})
+    def get(self, request: Request) -> Response:
+        response = Response(selectors.service_status())
+        response["Cache-Control"] = "public, max-age=5"
+        return response
