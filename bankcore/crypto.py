@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
@@ -106,3 +107,13 @@ def encrypted_fields() -> list[tuple[type[models.Model], str]]:
             if isinstance(field, EncryptedTextField):
                 found.append((model, field.attname))
     return found
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_field_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """`manage.py check --deploy` fails when production has no (or invalid) field encryption keys."""
+    try:
+        fernet()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="bankcore.E101")]
+    return []

@@ -60,3 +60,14 @@ def test_rotation_without_the_old_key_fails_loudly_and_changes_nothing():
     with override_settings(FIELD_ENCRYPTION_KEYS=[NEW_KEY]), pytest.raises(CommandError):
         call_command("rotate_field_keys", stdout=io.StringIO())
     assert stored("accounts_user", "national_id", user.pk) == before
+
+
+def test_production_without_field_keys_fails_the_deploy_check():
+    from bankcore.crypto import check_field_encryption_keys
+
+    with override_settings(FIELD_ENCRYPTION_KEYS=[], PRODUCTION=True):
+        assert [error.id for error in check_field_encryption_keys()] == ["bankcore.E101"]
+    with override_settings(FIELD_ENCRYPTION_KEYS=["not a fernet key"]):
+        assert [error.id for error in check_field_encryption_keys()] == ["bankcore.E101"]
+    with override_settings(FIELD_ENCRYPTION_KEYS=[NEW_KEY], PRODUCTION=True):
+        assert check_field_encryption_keys() == []
