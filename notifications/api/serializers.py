@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from notifications.models import Notification
+from notifications.services import PREFERENCE_EVENTS
 
 
 class NotificationOut(serializers.ModelSerializer):
@@ -15,12 +16,6 @@ class NotificationPageOut(serializers.Serializer):
     results = NotificationOut(many=True)
     next = serializers.CharField(allow_null=True, help_text="Cursor of the next page.")
     unread = serializers.IntegerField(help_text="Unread notifications in the whole inbox.")
-
-
-class QuietHoursSchema(serializers.Serializer):
-    start = serializers.CharField(help_text="HH:MM, local time")
-    end = serializers.CharField(help_text="HH:MM, local time")
-    timezone = serializers.CharField(default="UTC", help_text="IANA name, e.g. Europe/Berlin")
 
 
 class StatusIncidentUpdate(serializers.Serializer):
@@ -62,3 +57,27 @@ class StatusOut(serializers.Serializer):
     incidents = StatusIncident(many=True)
     maintenance = StatusMaintenance(many=True)
     alternatives = StatusAlternatives()
+
+
+class ChannelChoices(serializers.Serializer):
+    in_app = serializers.BooleanField(required=False, help_text="Always true: the inbox cannot be turned off.")
+    email = serializers.BooleanField(required=False)
+    sms = serializers.BooleanField(required=False)
+    push = serializers.BooleanField(required=False)
+
+
+class QuietHoursOut(serializers.Serializer):
+    start = serializers.CharField(help_text="HH:MM local time")
+    end = serializers.CharField(help_text="HH:MM local time")
+    timezone = serializers.CharField(required=False, help_text="IANA name, default UTC")
+
+
+# `{event: {channel: bool}, quiet_hours}`: one field per event, so the schema lists them all.
+NotificationPreferencesSchema = type(
+    "NotificationPreferences",
+    (serializers.Serializer,),
+    {
+        **{event.value: ChannelChoices(required=False) for event in PREFERENCE_EVENTS},
+        "quiet_hours": QuietHoursOut(required=False, allow_null=True),
+    },
+)

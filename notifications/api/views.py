@@ -15,21 +15,12 @@ from rest_framework.views import APIView
 
 from bankcore.api.pagination import KeysetPagination
 from notifications import selectors, services
-from notifications.api.serializers import NotificationOut, NotificationPageOut, StatusOut
-
-_PREFERENCES_SCHEMA = {
-    "type": "object",
-    "description": "`{event: {channel: bool}}` for every event (channels `email`, `sms`, `push`, `in_app`), "
-    "plus `quiet_hours`: `{start, end, timezone}` or null. Security alerts cannot be turned off.",
-    "properties": {
-        "quiet_hours": {
-            "type": "object",
-            "nullable": True,
-            "properties": {"start": {"type": "string"}, "end": {"type": "string"}, "timezone": {"type": "string"}},
-        }
-    },
-    "additionalProperties": {"type": "object", "additionalProperties": {"type": "boolean"}},
-}
+from notifications.api.serializers import (
+    NotificationOut,
+    NotificationPageOut,
+    NotificationPreferencesSchema,
+    StatusOut,
+)
 
 
 class NotificationListView(APIView):
@@ -39,7 +30,8 @@ class NotificationListView(APIView):
         operation_id="notifications_list",
         parameters=[
             OpenApiParameter("unread", OpenApiTypes.BOOL, description="Only unread notifications."),
-            *KeysetPagination().get_schema_operation_parameters(None),
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="Opaque cursor from the previous page's `next`."),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="Page size, 1-100 (default 20)."),
         ],
         responses=NotificationPageOut,
     )
@@ -73,14 +65,18 @@ class NotificationReadAllView(APIView):
 
 
 class NotificationPreferencesView(APIView):
-    @extend_schema(operation_id="notification_preferences_get", responses={200: _PREFERENCES_SCHEMA})
+    @extend_schema(
+        operation_id="notification_preferences_get",
+        description="`{event: {channel: bool}}` for every event plus `quiet_hours`. Security alerts are always on.",
+        responses={200: NotificationPreferencesSchema},
+    )
     def get(self, request: Request) -> Response:
         return Response(services.preferences_get(user=request.user))
 
     @extend_schema(
         operation_id="notification_preferences_update",
-        request=_PREFERENCES_SCHEMA,
-        responses={200: _PREFERENCES_SCHEMA},
+        request=NotificationPreferencesSchema,
+        responses={200: NotificationPreferencesSchema},
         examples=[OpenApiExample("turn off SMS for low balance", value={"low_balance": {"sms": False}})],
     )
     def patch(self, request: Request) -> Response:

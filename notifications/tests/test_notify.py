@@ -1,0 +1,84 @@
+"""notify(): channels by event, preferences and security overrides, quiet hours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+import pytest
+from django.db import transaction
+
+from accounts.tests.factories import UserFactory
+from notifications import services
+from notifications.events import Event
+from notifications.models import Delivery, NotificationPreference, QuietHours
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+
+def _channels(user, event):
+    return sorted(Delivery.objects.filter(user=user, event=event).values_list("channel", flat=True))
+
+
+def test_notify_keeps_the_callers_signature_and_returns_the_inbox_row():
+    user = UserFactory()
+    [inbox] = services.notify(user=user, event=Event.TRANSFER_SENT, context={"amount": "5.00", "currency": "EUR"})
+    assert inbox.user == user and inbox.event == "transfer_sent"
+    assert inbox.body == "You sent 5.00 EUR."
+    assert _channels(user, "transfer_sent") == ["push"]
+
+
+def test_preferences_add_and_remove_channels():
+    user = UserFactory()
+    NotificationPreference.objects.create(user=user, event="low_balance", channel="email", enabled=False)
+    NotificationPreference.objects.create(user=user, event="low_balance", channel="sms", enabled=True)
+
+    services.notify(user=user, event=Event.LOW_BALANCE, context={})
+
+    assert _channels(user, "low_balance") == ["push", "sms"]
+
+
+def test_security_alerts_ignore_opt_outs():
+    user = UserFactory()
+    NotificationPreference.objects.create(user=user, event="password_changed", channel="email", enabled=False)
+
+    services.notify(user=user, event=Event.PASSWORD_CHANGED, context={})
+
+    assert _channels(user, "password_changed") == ["email", "push", "sms"]
+
+
+def test_customer_without_phone_gets_no_sms_row():
+    user = UserFactory(phone="")
+    services.notify(user=user, event=Event.ACCOUNT_LOCKED, context={})
+    assert _channels(user, "account_locked") == ["email", "push"]
+
+
+def test_notify_inside_a_rolled_back_transaction_leaves_nothing():
+    user = UserFactory()
+    with pytest.raises(ValueError), transaction.atomic():
+        services.notify(user=user, event=Event.NEW_DEVICE, context={})
+        raise ValueError
+    assert not Delivery.objects.filter(user=user).exists()
+    assert not user.notifications.exists()
+
+
+def test_quiet_hours_hold_back_marketing_only():
+    user = UserFactory()
+    QuietHours.objects.create(user=user, start=time(22, 0), end=time(7, 0), timezone="Europe/Berlin")
+    quiet = QuietHours.objects.get(user=user)
+    late_evening = datetime(2026, 6, 1, 21, 30, tzinfo=UTC)  # 23:30 in Berlin (CEST)
+    assert services.quiet_hours_end(quiet=quiet, now=late_evening) == datetime(2026, 6, 2, 5, 0, tzinfo=UTC)
+    assert services.quiet_hours_end(quiet=quiet, now=datetime(2026, 6, 1, 10, 0, tzinfo=UTC)) is None
+
+    QuietHours.objects.filter(user=user).update(start=time(0, 0), end=time(23, 59), timezone="UTC")
+    services.notify(user=user, event=Event.PRODUCT_NEWS, context={"message": "New savings account"})
+    services.notify(user=user, event=Event.ACCOUNT_LOCKED, context={})
+
+    marketing = Delivery.objects.filter(user=user, event="product_news")
+    security = Delivery.objects.filter(user=user, event="account_locked")
+    assert marketing.exists() and all(d.next_attempt_at > d.created_at for d in marketing)
+    assert all(d.next_attempt_at == d.created_at for d in security)
+
+
+def test_unknown_event_is_refused():
+    with pytest.raises(ValueError):
+        services.notify(user=UserFactory(), event="not_an_event", context={})
