@@ -432,4 +432,7 @@ CELERY_BEAT_SCHEDULE["verify-ledger-daily"] = {
 # password change and device revocation end access tokens at once).
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["accounts.api.authentication.SessionJWTAuthentication"]
 # A password resembling the customer's name, e-mail or phone number is refused.
-AUTH_PASSWORD_VALIDATORS[0]["OPTIONS"] = {"user_attributes": ("email", "full_name", "phone")}
+AUTH_PASSWORD_VALIDATORS[0] = {
+    "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+    "OPTIONS": {"user_attributes": ("email", "full_name", "phone")},
+}

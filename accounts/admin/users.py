@@ -37,7 +37,7 @@ class DeviceInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ["name", "platform", "app_version", "created_at", "last_login_at", "revoked_at"]
-    readonly_fields = fields
+    readonly_fields = ["name", "platform", "app_version", "created_at", "last_login_at", "revoked_at"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -92,7 +92,9 @@ class UserAdmin(_AuditedAdmin):
 
     @admin.action(description="Revoke all devices and end all sessions")
     def revoke_all_devices(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        revoked = sum(staff_revoke_devices(user=user, actor=request.user) for user in queryset.order_by("pk"))  # type: ignore[arg-type]
+        actor = request.user
+        assert isinstance(actor, User)
+        revoked = sum(staff_revoke_devices(user=user, actor=actor) for user in queryset.order_by("pk"))
         self.message_user(request, f"Revoked {revoked} device(s).", messages.SUCCESS)
 
 

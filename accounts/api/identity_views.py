@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.api import identity_serializers as s
 from accounts.api.throttles import AUTH_THROTTLES
-from accounts.models import Device
+from accounts.models import Device, User
 from accounts.services import authentication, devices, sessions, step_up, two_factor, users
 
 _ERROR = OpenApiResponse(response={"$ref": "#/components/schemas/Error"})  # type: ignore[arg-type]
@@ -28,8 +28,14 @@ def _valid(serializer_class: type[serializers.Serializer], request: Request, **k
 
 
 def _session_id(request: Request) -> str | None:
-    token = request.auth
+    token: Any = request.auth
     return str(token.get(sessions.SESSION_CLAIM)) if token is not None else None
+
+
+def _customer(request: Request) -> User:
+    """The signed-in user (the view's IsAuthenticated permission guarantees one)."""
+    assert isinstance(request.user, User)
+    return request.user
 
 
 class RegisterView(APIView):
@@ -103,12 +109,12 @@ class MeView(APIView):
 
     @extend_schema(tags=["identity"], responses={200: s.UserOutput})
     def get(self, request: Request) -> Response:
-        return Response(s.UserOutput(request.user).data)
+        return Response(s.UserOutput(_customer(request)).data)
 
     @extend_schema(tags=["identity"], request=s.ProfileInput, responses={200: s.UserOutput})
     def patch(self, request: Request) -> Response:
         changes = _valid(s.ProfileInput, request, partial=True)
-        user = users.profile_update(user=request.user, actor=request.user, changes=changes)
+        user = users.profile_update(user=_customer(request), actor=_customer(request), changes=changes)
         return Response(s.UserOutput(user).data)
 
 
@@ -124,7 +130,7 @@ class PasswordView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = _valid(s.PasswordChangeInput, request)
-        users.password_change(user=request.user, keep_session_id=_session_id(request), **data)
+        users.password_change(user=_customer(request), keep_session_id=_session_id(request), **data)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -134,7 +140,7 @@ class TotpView(APIView):
 
     @extend_schema(tags=["identity"], request=None, responses={201: s.TotpEnrolOutput, 409: _ERROR})
     def post(self, request: Request) -> Response:
-        return Response(two_factor.totp_enrol(user=request.user), status=status.HTTP_201_CREATED)
+        return Response(two_factor.totp_enrol(user=_customer(request)), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         tags=["identity"],
@@ -143,7 +149,7 @@ class TotpView(APIView):
         description="Turns TOTP off; needs a current TOTP or backup code.",
     )
     def delete(self, request: Request) -> Response:
-        two_factor.totp_disable(user=request.user, **_valid(s.CodeInput, request))
+        two_factor.totp_disable(user=_customer(request), **_valid(s.CodeInput, request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -153,7 +159,7 @@ class TotpConfirmView(APIView):
 
     @extend_schema(tags=["identity"], request=s.CodeInput, responses={200: s.BackupCodesOutput})
     def post(self, request: Request) -> Response:
-        codes = two_factor.totp_confirm(user=request.user, **_valid(s.CodeInput, request))
+        codes = two_factor.totp_confirm(user=_customer(request), **_valid(s.CodeInput, request))
         return Response({"backup_codes": codes})
 
 
@@ -163,7 +169,7 @@ class DeviceListView(generics.ListAPIView):
     keyset_ordering = ("-id",)
 
     def get_queryset(self) -> QuerySet[Device]:
-        return Device.objects.filter(user=self.request.user, revoked_at__isnull=True)
+        return Device.objects.filter(user=_customer(self.request), revoked_at__isnull=True)
 
     @extend_schema(tags=["identity"])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -171,7 +177,7 @@ class DeviceListView(generics.ListAPIView):
 
     @extend_schema(tags=["identity"], request=s.DeviceInput, responses={201: s.DeviceOutput})
     def post(self, request: Request) -> Response:
-        device = devices.device_register(user=request.user, **_valid(s.DeviceInput, request))
+        device = devices.device_register(user=_customer(request), **_valid(s.DeviceInput, request))
         return Response(s.DeviceOutput(device).data, status=status.HTTP_201_CREATED)
 
 
@@ -180,8 +186,8 @@ class DeviceDetailView(APIView):
 
     @extend_schema(tags=["identity"], responses={204: _NO_CONTENT, 404: _ERROR})
     def delete(self, request: Request, device_id: Any) -> Response:
-        device = devices.device_for_user(user=request.user, device_id=device_id)
-        devices.device_revoke(device=device, actor=request.user)
+        device = devices.device_for_user(user=_customer(request), device_id=device_id)
+        devices.device_revoke(device=device, actor=_customer(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -217,5 +223,5 @@ class StepUpView(APIView):
         description="A step-up token valid 5 minutes, once, for exactly this purpose, amount, currency and payee.",
     )
     def post(self, request: Request) -> Response:
-        token, expires_at = step_up.step_up_issue(user=request.user, **_valid(s.StepUpInput, request))
+        token, expires_at = step_up.step_up_issue(user=_customer(request), **_valid(s.StepUpInput, request))
         return Response(s.StepUpOutput({"step_up_token": token, "expires_at": expires_at}).data)

@@ -15,9 +15,12 @@ from rest_framework.throttling import SimpleRateThrottle
 
 
 class _LiveRateThrottle(SimpleRateThrottle):
+    scope: str
+
     def get_rate(self) -> str | None:
         # Read the rates now, not at import, so settings can change them (tests, reloads).
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES
+        return rates.get(self.scope)
 
 
 class AuthIPThrottle(_LiveRateThrottle):

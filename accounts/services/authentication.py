@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from uuid import UUID
 
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
@@ -30,13 +31,13 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _user_device(*, user: User, device_id: object | None) -> Device | None:
+def _user_device(*, user: User, device_id: UUID | str | None) -> Device | None:
     if device_id is None:
         return None
     return Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
 
 
-def password_login(*, email: str, password: str, device_id: object | None = None) -> dict[str, str]:
+def password_login(*, email: str, password: str, device_id: UUID | str | None = None) -> dict[str, str]:
     """E-mail and password -> tokens, or MfaRequired (with a 5-minute single-use mfa_token) when TOTP is on.
 
     Locked accounts answer AccountLocked even with the right password.
@@ -83,7 +84,7 @@ def mfa_login(*, mfa_token: str, code: str) -> dict[str, str]:
     return tokens
 
 
-def device_login(*, device_id: object, challenge: str, signature: str) -> dict[str, str]:
+def device_login(*, device_id: UUID | str, challenge: str, signature: str) -> dict[str, str]:
     """Tokens for a registered device that signed a fresh challenge with its key.
 
     Unknown device, revoked device, unknown/expired/reused challenge, wrong signature:
@@ -99,9 +100,7 @@ def device_login(*, device_id: object, challenge: str, signature: str) -> dict[s
         reason: str | None = "device_revoked"
     else:
         reason = device_challenge_consume(device=device, challenge=challenge)
-        if reason is None and not signature_valid(
-            public_key=device.public_key, message=challenge, signature=signature
-        ):
+        if reason is None and not signature_valid(public_key=device.public_key, message=challenge, signature=signature):
             reason = "bad_signature"
     if reason is not None or not user.is_active:
         record_auth_failure(user=user, factor="device_key", reason=reason or "inactive_user")

@@ -10,6 +10,7 @@ import base64
 import binascii
 import secrets
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -102,7 +103,7 @@ def device_revoke(*, device: Device, actor: User) -> Device:
     return device
 
 
-def device_for_user(*, user: User, device_id: object) -> Device:
+def device_for_user(*, user: User, device_id: UUID | str) -> Device:
     """The user's own active device, else 404 (also for another customer's device)."""
     device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
     if device is None:
@@ -110,7 +111,7 @@ def device_for_user(*, user: User, device_id: object) -> Device:
     return device
 
 
-def device_challenge_issue(*, device_id: object) -> tuple[str, datetime]:
+def device_challenge_issue(*, device_id: UUID | str) -> tuple[str, datetime]:
     """A random single-use challenge for the device to sign, valid CHALLENGE_LIFETIME.
 
     Unknown or revoked devices answer 401 (a revoked one counts as a failed attempt).

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.exceptions import AccountLocked
 from accounts.models import User
+from accounts.services.sessions import sessions_revoke
 from bankcore.audit import audit_record
 from notifications.events import Event
 from notifications.services import notify
@@ -74,12 +75,17 @@ def record_auth_success(*, user: User) -> None:
 
 
 def lock_account(*, user: User, actor: User, until: datetime | None = None) -> User:
-    """Staff lock (e.g. suspected fraud). Audited; the customer is told."""
+    """Staff lock (e.g. suspected fraud): sign-in refused and every session ended. Audited; the customer is told.
+
+    (Automatic locks after failed attempts leave existing sessions alone, so an
+    attacker guessing passwords cannot log the real customer out.)
+    """
     with transaction.atomic():
         locked_user = User.objects.select_for_update().get(pk=user.pk)
         locked_user.locked_until = until or timezone.now() + MAX_LOCK
         locked_user.lock_count += 1
         locked_user.save(update_fields=["locked_until", "lock_count"])
+        sessions_revoke(user=locked_user, reason="locked_by_staff")
         _announce_lock(user=locked_user, reason="locked by staff", actor=actor)
     return locked_user
 

@@ -103,11 +103,13 @@ def session_start(*, user: User, method: str, device: Device | None = None) -> t
 
 
 def _decode_refresh(raw: str) -> dict[str, Any]:
+    """The verified claims of a refresh token of one of our sessions, else SessionRevoked (401)."""
     try:
-        payload = token_backend.decode(raw, verify=True)
+        payload = token_backend.decode(raw, verify=True)  # type: ignore[arg-type]  # stubs say Token; it takes str
     except TokenBackendError:
         raise SessionRevoked("The refresh token is not valid or has expired.") from None
-    if payload.get(jwt_settings.TOKEN_TYPE_CLAIM) != "refresh" or not payload.get(SESSION_CLAIM):
+    claims_present = payload.get(SESSION_CLAIM) and payload.get(jwt_settings.USER_ID_CLAIM)
+    if payload.get(jwt_settings.TOKEN_TYPE_CLAIM) != "refresh" or not claims_present:
         raise SessionRevoked("The refresh token is not valid or has expired.")
     try:
         uuid.UUID(str(payload[SESSION_CLAIM]))
@@ -142,7 +144,7 @@ def session_refresh(*, refresh: str) -> dict[str, str]:
         session = (
             LoginSession.objects.select_for_update()
             .select_related("user")
-            .filter(pk=payload[SESSION_CLAIM], user_id=payload.get(jwt_settings.USER_ID_CLAIM))
+            .filter(pk=payload[SESSION_CLAIM], user_id=str(payload.get(jwt_settings.USER_ID_CLAIM)))
             .first()
         )
         if session is None or session.revoked_at is not None or not session.user.is_active:
@@ -184,7 +186,7 @@ def session_logout(*, refresh: str) -> None:
     with transaction.atomic():
         session = (
             LoginSession.objects.select_for_update()
-            .filter(pk=payload[SESSION_CLAIM], user_id=payload.get(jwt_settings.USER_ID_CLAIM))
+            .filter(pk=payload[SESSION_CLAIM], user_id=str(payload.get(jwt_settings.USER_ID_CLAIM)))
             .first()
         )
         if session is None or session.revoked_at is not None:

@@ -17,6 +17,7 @@ import hashlib
 import re
 import secrets
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
@@ -79,7 +80,7 @@ def step_up_issue(
     currency: str,
     payee: str,
     code: str | None = None,
-    device_id: object = None,
+    device_id: UUID | str | None = None,
     signature: str | None = None,
     challenge: str | None = None,
 ) -> tuple[str, datetime]:

@@ -43,8 +43,10 @@ def test_staff_find_customers_by_name_email_or_phone(staff_client):
 
 def test_staff_lock_and_unlock_are_audited_and_enforced(staff_client, api_client):
     user = UserFactory()
+    session = tokens_for(user)
     _act(staff_client, "lock_users", user)
     user.refresh_from_db()
+    assert api_client.post("/api/v1/auth/token/refresh", {"refresh": session["refresh"]}).status_code == 401
     assert user.locked_until > timezone.now()
     login = api_client.post("/api/v1/auth/token", {"email": user.email, "password": PASSWORD})
     assert login.status_code == 403 and login.json()["error"]["code"] == "account_locked"
