@@ -89,7 +89,7 @@ def customer_transfer(*, user: Any, transfer_id: UUID | str) -> Transaction:
 
 def balance_at(*, account: BankAccount, moment: datetime) -> int:
     """The account's balance just before `moment` (balance_after of the last earlier entry)."""
-    last = Entry.objects.filter(account=account, created_at__lt=moment).order_by("-created_at", "-id").first()
+    last = Entry.objects.filter(account=account, created_at__lt=moment).order_by("-id").first()
     return last.balance_after if last is not None else 0
 
 

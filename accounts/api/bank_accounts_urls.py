@@ -9,4 +9,5 @@ urlpatterns: list = [
     path("accounts", BankAccountListCreate.as_view(), name="accounts"),
     path("accounts/<uuid:account_id>", BankAccountDetail.as_view(), name="account-detail"),
     path("accounts/<uuid:account_id>/transactions", ledger_views.AccountHistory.as_view(), name="account-history"),
+    path("accounts/<uuid:account_id>/statement", ledger_views.AccountStatement.as_view(), name="account-statement"),
 ]

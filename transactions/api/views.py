@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.http import FileResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import is_naive, make_aware
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,6 +30,7 @@ from transactions.selectors import (
 )
 from transactions.services.limits import limits_for
 from transactions.services.transfers import transfer_create
+from transactions.statements import owner_display_name, statement_csv, statement_pdf
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
@@ -71,6 +76,51 @@ class AccountHistory(APIView):
             account=account, since=_time_param(request, "since"), until=_time_param(request, "until")
         )
         return _paginate(self, request, entries, HistoryEntryOutput)
+
+
+class _JSONErrorsOnly(DefaultContentNegotiation):
+    """`?format=` here picks the statement's file type, not a DRF renderer; errors stay JSON."""
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class AccountStatement(APIView):
+    content_negotiation_class = _JSONErrorsOnly
+
+    @extend_schema(
+        summary="Monthly statement: opening balance, every entry, closing balance",
+        parameters=[
+            OpenApiParameter("month", str, required=True, description="YYYY-MM"),
+            OpenApiParameter("format", str, enum=["csv", "pdf"], description="Default csv."),
+        ],
+        responses={(200, "text/csv"): OpenApiTypes.BINARY, (200, "application/pdf"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, account_id: Any) -> HttpResponseBase:
+        account = customer_account(user=request.user, account_id=account_id)
+        raw_month = request.query_params.get("month", "")
+        try:
+            month = parse_date(f"{raw_month}-01") if len(raw_month) == 7 else None
+        except ValueError:
+            month = None
+        errors = {}
+        if month is None:
+            errors["month"] = ["Use YYYY-MM."]
+        kind = request.query_params.get("format", "csv")
+        if kind not in ("csv", "pdf"):
+            errors["format"] = ["csv or pdf."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        filename = f"statement-{account.iban[-4:]}-{raw_month}.{kind}"
+        if kind == "csv":
+            response: HttpResponseBase = StreamingHttpResponse(
+                statement_csv(account=account, month=month), content_type="text/csv; charset=utf-8"
+            )
+        else:
+            document = statement_pdf(account=account, month=month, owner_name=owner_display_name(account))
+            response = FileResponse(document, content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
 
 
 class TransferListCreate(APIView):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from accounts.models import BankAccount
@@ -21,7 +22,9 @@ def _customer_account(iban: str) -> BankAccount:
     return account
 
 
-def cash_deposit(*, iban: str, amount: int, reference: str = "", actor: Any = None) -> Transaction:
+def cash_deposit(
+    *, iban: str, amount: int, reference: str = "", actor: Any = None, at: datetime | None = None
+) -> Transaction:
     """Credit a customer account with cash paid in; the cash vault is debited. Atomic, audited."""
     account = _customer_account(iban)
     vault = internal_account(purpose="cash_vault", currency=account.currency)
@@ -36,6 +39,7 @@ def cash_deposit(*, iban: str, amount: int, reference: str = "", actor: Any = No
             destination_account_id=account.pk,
             amount=amount,
             initiated_by=actor if getattr(actor, "is_authenticated", False) else None,
+            at=at,
         )
         audit_record(
             action="deposit.posted",
@@ -52,7 +56,9 @@ def cash_deposit(*, iban: str, amount: int, reference: str = "", actor: Any = No
     return atomic_with_retry(work)
 
 
-def cash_withdraw(*, iban: str, amount: int, reference: str = "", actor: Any = None) -> Transaction:
+def cash_withdraw(
+    *, iban: str, amount: int, reference: str = "", actor: Any = None, at: datetime | None = None
+) -> Transaction:
     """Pay cash out of a customer account into the teller's hand; the vault is credited.
 
     Refused (InsufficientFunds) beyond the account's available funds. Atomic, audited.
@@ -70,6 +76,7 @@ def cash_withdraw(*, iban: str, amount: int, reference: str = "", actor: Any = N
             source_account_id=account.pk,
             amount=amount,
             initiated_by=actor if getattr(actor, "is_authenticated", False) else None,
+            at=at,
         )
         audit_record(
             action="withdrawal.posted",

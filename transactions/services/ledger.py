@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -49,6 +50,7 @@ def post_transaction(
     reverses: Transaction | None = None,
     require_active: bool = True,
     locked: dict[UUID, BankAccount] | None = None,
+    at: datetime | None = None,
 ) -> tuple[Transaction, dict[UUID, BankAccount]]:
     """Post one balanced journal transaction and move the balances with it.
 
@@ -62,6 +64,7 @@ def post_transaction(
     (CurrencyMismatch); no customer account goes below -overdraft_limit counting holds
     (InsufficientFunds) - internal accounts may go negative; with `require_active`, no
     leg touches a frozen or closed account (AccountFrozen).
+    `at` back-dates the posting (data migration, demo history); post in time order.
     Returns the transaction and the locked accounts with their new balances.
     """
     if len(legs) < 2:
@@ -90,7 +93,7 @@ def post_transaction(
                     details={"available": format_amount(available_balance(account, held), account.currency)}
                 )
 
-    now = timezone.now()
+    now = at or timezone.now()
     journal = Transaction.objects.create(
         kind=kind,
         reference=reference,

@@ -1,0 +1,67 @@
+"""Monthly statements: opening + entries = closing, CSV and PDF, streamed."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import pytest
+
+from transactions.services.cash import cash_deposit, cash_withdraw
+from transactions.tests.factories import open_account
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+
+def at(day, month=10):
+    return datetime(2026, month, day, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def october(customer):
+    account = open_account(customer)
+    cash_deposit(iban=account.iban, amount=50_000, at=at(20, 9), reference="September salary")
+    cash_withdraw(iban=account.iban, amount=1_234, at=at(2))
+    cash_deposit(iban=account.iban, amount=10_000, at=at(15), reference="Refund")
+    cash_withdraw(iban=account.iban, amount=99, at=at(31))
+    cash_deposit(iban=account.iban, amount=7, at=at(1, 11))
+    return account
+
+
+def test_csv_statement_has_opening_every_entry_and_closing(customer_client, october):
+    response = customer_client.get(f"/api/v1/accounts/{october.pk}/statement?month=2026-10&format=csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert response.streaming
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[1] == ["opening_balance", "500.00"]
+    entries = rows[3:-2]
+    assert [row[5] for row in entries] == ["-12.34", "100.00", "-0.99"]
+    assert [row[6] for row in entries] == ["487.66", "587.66", "586.67"]
+    assert rows[-1] == ["closing_balance", "586.67"]
+    assert rows[-2] == ["entries", "3", "total", "86.67"]
+
+
+def test_statement_of_an_empty_month_opens_and_closes_at_the_same_balance(customer_client, october):
+    response = customer_client.get(f"/api/v1/accounts/{october.pk}/statement?month=2026-12")
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[1] == ["opening_balance", "586.74"] and rows[-1] == ["closing_balance", "586.74"]
+
+
+def test_pdf_statement_is_a_real_pdf_with_a_page_per_screenful(customer, customer_client):
+    account = open_account(customer, balance=1_000_000)
+    for _ in range(120):
+        cash_withdraw(iban=account.iban, amount=1)
+    month = datetime.now(UTC).strftime("%Y-%m")
+    response = customer_client.get(f"/api/v1/accounts/{account.pk}/statement?month={month}&format=pdf")
+    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+    content = b"".join(response.streaming_content)
+    assert content.startswith(b"%PDF-") and content.rstrip().endswith(b"%%EOF")
+    assert content.count(b"/Type /Page\n") + content.count(b"/Type /Page ") >= 3 or content.count(b"/Page") >= 4
+
+
+def test_statement_rejects_a_malformed_month_or_format(customer_client, october):
+    response = customer_client.get(f"/api/v1/accounts/{october.pk}/statement?month=2026-13&format=doc")
+    assert response.status_code == 400
+    assert set(response.json()["error"]["details"]) == {"month", "format"}
