@@ -6,6 +6,7 @@ Backup codes are django-otp's StaticDevice/StaticToken (single-use codes).
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 from django_otp.models import Device as OTPDevice
 from django_otp.oath import TOTP
 
@@ -24,6 +25,7 @@ class TotpAuthenticator(OTPDevice):
     # The highest time step ever accepted: a code is accepted at most once (no replay).
     last_t = models.BigIntegerField(default=-1)
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user"], name="one_totp_authenticator_per_user")]
