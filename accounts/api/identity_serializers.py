@@ -159,9 +159,18 @@ class DeviceTokenInput(serializers.Serializer):
     signature = serializers.CharField(max_length=512, help_text="Base64 DER ECDSA-SHA256 over the challenge.")
 
 
+class DecimalStringField(serializers.CharField):
+    """An amount as the API speaks it: a JSON string such as "12.50", never a JSON number (no floats near money)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError('Send the amount as a string, e.g. "12.50".')
+        return super().to_internal_value(data)
+
+
 class StepUpInput(serializers.Serializer):
     purpose = serializers.CharField(max_length=32, help_text="What is approved, e.g. `transfer`.")
-    amount = serializers.CharField(max_length=32, help_text='Decimal string, e.g. "1500.00".')
+    amount = DecimalStringField(max_length=32, help_text='Decimal string, e.g. "1500.00".')
     currency = serializers.CharField(max_length=3)
     payee = serializers.CharField(max_length=64, help_text="Destination IBAN.")
     code = serializers.CharField(max_length=32, required=False, help_text="TOTP or backup code.")

@@ -183,3 +183,22 @@ def test_concurrent_consumption_of_one_step_up_token_succeeds_once():
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["ok"] + ["refused"] * 5
+
+
+def test_step_up_refuses_an_amount_sent_as_a_json_number():
+    user = UserFactory()
+    authenticator, _ = enrol_totp(user)
+    response = authenticated_client(user).post(
+        "/api/v1/auth/step-up",
+        {
+            "purpose": "transfer",
+            "amount": 1500.1,
+            "currency": "EUR",
+            "payee": PAYEE_X,
+            "code": totp_code(authenticator),
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "amount" in response.json()["error"]["details"]
+    assert not StepUpToken.objects.filter(user=user).exists()
