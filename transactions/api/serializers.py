@@ -66,3 +66,55 @@ class LimitsOutput(serializers.Serializer):
     daily = serializers.CharField()
     used_today = serializers.CharField()
     remaining_today = serializers.CharField()
+
+
+class BeneficiaryInput(serializers.Serializer):
+    name = serializers.CharField(max_length=140)
+    iban = IBANField()
+
+
+class BeneficiaryOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    iban = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class StandingOrderInput(MoneyInputSerializer):
+    source_account = serializers.UUIDField()
+    destination = IBANField()
+    description = serializers.CharField(max_length=140, required=False, allow_blank=True, default="")
+    frequency = serializers.ChoiceField(choices=["weekly", "monthly"])
+    day = serializers.IntegerField(min_value=1, max_value=31, help_text="weekly: 1 (Monday) - 7; monthly: 1-31.")
+    start_date = serializers.DateField()
+    end_date = serializers.DateField(required=False, allow_null=True, default=None)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        errors: dict[str, list[str]] = {}
+        if attrs["frequency"] == "weekly" and attrs["day"] > 7:
+            errors["day"] = ["Weekly orders take a weekday 1 (Monday) to 7 (Sunday)."]
+        if attrs["end_date"] is not None and attrs["end_date"] < attrs["start_date"]:
+            errors["end_date"] = ["Must not be before start_date."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class StandingOrderOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    source_account = serializers.UUIDField(source="source_account_id")
+    destination = serializers.CharField(source="destination_iban")
+    amount = serializers.SerializerMethodField()
+    currency = serializers.CharField()
+    description = serializers.CharField()
+    frequency = serializers.CharField()
+    day = serializers.IntegerField()
+    start_date = serializers.DateField()
+    end_date = serializers.DateField(allow_null=True)
+    status = serializers.CharField()
+    next_due = serializers.DateField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    def get_amount(self, order: Any) -> str:
+        return format_amount(order.amount, order.currency)

@@ -6,4 +6,8 @@ urlpatterns = [
     path("transfers", views.TransferListCreate.as_view(), name="transfers"),
     path("transfers/<uuid:transfer_id>", views.TransferDetail.as_view(), name="transfer-detail"),
     path("limits", views.Limits.as_view(), name="limits"),
+    path("beneficiaries", views.BeneficiaryListCreate.as_view(), name="beneficiaries"),
+    path("beneficiaries/<uuid:beneficiary_id>", views.BeneficiaryDetail.as_view(), name="beneficiary-detail"),
+    path("standing-orders", views.StandingOrderListCreate.as_view(), name="standing-orders"),
+    path("standing-orders/<uuid:order_id>", views.StandingOrderDetail.as_view(), name="standing-order-detail"),
 ]

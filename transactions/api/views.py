@@ -20,7 +20,18 @@ from rest_framework.views import APIView
 from bankcore.api.pagination import KeysetPagination
 from bankcore.idempotency import idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
-from transactions.api.serializers import HistoryEntryOutput, LimitsOutput, TransferInput, TransferOutput
+from transactions.api.serializers import (
+    BeneficiaryInput,
+    BeneficiaryOutput,
+    HistoryEntryOutput,
+    LimitsOutput,
+    StandingOrderInput,
+    StandingOrderOutput,
+    TransferInput,
+    TransferOutput,
+)
+from transactions.exceptions import AccountNotFound
+from transactions.models import Beneficiary, StandingOrder
 from transactions.selectors import (
     account_history,
     customer_account,
@@ -29,6 +40,12 @@ from transactions.selectors import (
     customer_transfers,
 )
 from transactions.services.limits import limits_for
+from transactions.services.payees import (
+    beneficiary_create,
+    beneficiary_delete,
+    standing_order_cancel,
+    standing_order_create,
+)
 from transactions.services.transfers import transfer_create
 from transactions.statements import owner_display_name, statement_csv, statement_pdf
 
@@ -189,3 +206,78 @@ class Limits(APIView):
             "remaining_today": format_amount(limits.remaining_today, currency),
         }
         return Response(LimitsOutput(body).data)
+
+
+class BeneficiaryListCreate(APIView):
+    keyset_ordering = ("-id",)
+
+    @extend_schema(summary="The caller's saved payees", responses=BeneficiaryOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginate(self, request, Beneficiary.objects.filter(owner=request.user), BeneficiaryOutput)
+
+    @extend_schema(summary="Save a payee", request=BeneficiaryInput, responses={201: BeneficiaryOutput})
+    def post(self, request: Request) -> Response:
+        data = BeneficiaryInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        beneficiary = beneficiary_create(owner=request.user, **data.validated_data)
+        return Response(BeneficiaryOutput(beneficiary).data, status=status.HTTP_201_CREATED)
+
+
+class BeneficiaryDetail(APIView):
+    def _get(self, request: Request, beneficiary_id: Any) -> Beneficiary:
+        beneficiary = Beneficiary.objects.filter(owner=request.user, pk=beneficiary_id).first()
+        if beneficiary is None:
+            raise AccountNotFound("No such beneficiary.")
+        return beneficiary
+
+    @extend_schema(summary="One saved payee", responses=BeneficiaryOutput)
+    def get(self, request: Request, beneficiary_id: Any) -> Response:
+        return Response(BeneficiaryOutput(self._get(request, beneficiary_id)).data)
+
+    @extend_schema(summary="Forget a saved payee", responses={204: None})
+    def delete(self, request: Request, beneficiary_id: Any) -> Response:
+        beneficiary_delete(owner=request.user, beneficiary_id=beneficiary_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class StandingOrderListCreate(APIView):
+    keyset_ordering = ("-id",)
+
+    @extend_schema(summary="The caller's standing orders", responses=StandingOrderOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginate(self, request, StandingOrder.objects.filter(owner=request.user), StandingOrderOutput)
+
+    @extend_schema(
+        summary="Schedule a recurring transfer", request=StandingOrderInput, responses={201: StandingOrderOutput}
+    )
+    def post(self, request: Request) -> Response:
+        data = StandingOrderInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        order = standing_order_create(
+            owner=request.user,
+            source_account_id=values["source_account"],
+            destination_iban=values["destination"],
+            amount=values["amount_minor"],
+            currency=values["currency"],
+            frequency=values["frequency"],
+            day=values["day"],
+            start_date=values["start_date"],
+            end_date=values["end_date"],
+            description=values["description"],
+        )
+        return Response(StandingOrderOutput(order).data, status=status.HTTP_201_CREATED)
+
+
+class StandingOrderDetail(APIView):
+    @extend_schema(summary="One standing order", responses=StandingOrderOutput)
+    def get(self, request: Request, order_id: Any) -> Response:
+        order = StandingOrder.objects.filter(owner=request.user, pk=order_id).first()
+        if order is None:
+            raise AccountNotFound("No such standing order.")
+        return Response(StandingOrderOutput(order).data)
+
+    @extend_schema(summary="Cancel a standing order", responses={204: None})
+    def delete(self, request: Request, order_id: Any) -> Response:
+        standing_order_cancel(owner=request.user, order_id=order_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection
 
@@ -112,3 +113,32 @@ def ledger_verify() -> LedgerReport:
             if snapshot:
                 cur.execute("COMMIT")
     return report
+
+
+def ledger_alert_staff(*, report: LedgerReport, staff: Any) -> int:
+    """E-mail every active staff member that the ledger check failed (and log it at ERROR).
+
+    Direct e-mail rather than notify(): there is no customer-facing event for it.
+    Returns how many staff were e-mailed.
+    """
+    import logging
+
+    from django.conf import settings
+    from django.core.mail import send_mail
+
+    logging.getLogger(__name__).error(
+        "ledger verification failed", extra={"violations": report.violations[:50], "count": len(report.violations)}
+    )
+    recipients = [user.email for user in staff if user.email]
+    if not recipients:
+        return 0
+    body = "\n".join(
+        [
+            f"verify_ledger found {len(report.violations)} violation(s):",
+            *report.violations[:100],
+            "",
+            *report.summary_lines(),
+        ]
+    )
+    send_mail(f"[{settings.BANK_NAME}] LEDGER VERIFICATION FAILED", body, settings.DEFAULT_FROM_EMAIL, recipients)
+    return len(recipients)

@@ -1,0 +1,35 @@
+"""Celery tasks: thin wrappers that call one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from transactions.models import IdempotencyKey
+
+
+@shared_task
+def run_standing_orders() -> int:
+    """Beat: pay every due standing order (idempotent per order and due date)."""
+    from transactions.services.payees import standing_orders_run_due
+
+    return len(standing_orders_run_due())
+
+
+@shared_task
+def expire_idempotency_keys() -> int:
+    """Beat: forget Idempotency-Keys older than 24 hours."""
+    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted
+
+
+@shared_task
+def verify_ledger() -> dict:
+    """Daily beat: prove the ledger invariants; alert staff on any violation."""
+    from transactions.services.verify import ledger_alert_staff, ledger_verify
+
+    report = ledger_verify()
+    if not report.ok:
+        ledger_alert_staff(report=report, staff=get_user_model().objects.filter(is_staff=True, is_active=True))
+    return {"ok": report.ok, "violations": len(report.violations), "transactions": report.transactions}
