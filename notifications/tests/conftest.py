@@ -101,13 +101,13 @@ def notifications_worker(
 
 
 @pytest.fixture
-def worker_env(smtp_sink: SmtpSink, sms_gateway: HttpProvider, push_service: HttpProvider) -> Callable[[], Any]:
+def make_worker(smtp_sink: SmtpSink, sms_gateway: HttpProvider, push_service: HttpProvider) -> Callable[[], Any]:
     """Start an extra worker (for crash tests) with the same wiring."""
     from bankcore.testing import CeleryWorker, process_env
 
-    def make(**overrides: str) -> Any:
-        env = process_env(**{**provider_settings(smtp_sink, sms_gateway, push_service), **overrides})
-        return CeleryWorker(queues=[QUEUE], env=env)
+    def make(queue: str, **overrides: str) -> Any:
+        wiring = {**provider_settings(smtp_sink, sms_gateway, push_service), "NOTIFICATIONS_QUEUE": queue}
+        return CeleryWorker(queues=[queue], env=process_env(**wiring, **overrides))
 
     return make
 

@@ -5,31 +5,42 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from notifications.models import IncidentUpdate
+from django.db.models import Count, Q
+
+from notifications.models import Delivery, IncidentUpdate
+
+_PENDING = [Delivery.Status.QUEUED, Delivery.Status.FAILED, Delivery.Status.SENDING]
 
 
-def follow_fanout(command: Any, update_id: Any, *, timeout: float, interval: float = 0.5) -> bool:
-    """Print a progress bar until the fan-out of `update_id` is done; False on timeout."""
+def follow_fanout(command: Any, update_id: Any, *, timeout: float, interval: float = 1.0) -> bool:
+    """Draw a progress bar until every customer has rows and every message left the queue.
+
+    Returns False on timeout (the fan-out goes on in the workers regardless).
+    """
     deadline = time.monotonic() + timeout
     width = 30
     while True:
         update = IncidentUpdate.objects.get(pk=update_id)
-        total = max(update.recipients_total, update.recipients_done)
-        done = update.recipients_done
-        filled = int(width * (done / total if total else 1))
-        finished = update.fanout_status == IncidentUpdate.FanoutStatus.DONE
-        sent = update.deliveries.filter(status="sent").count()
+        counts = update.deliveries.aggregate(
+            total=Count("pk"),
+            pending=Count("pk", filter=Q(status__in=_PENDING)),
+            sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
+            dead=Count("pk", filter=Q(status=Delivery.Status.DEAD)),
+        )
+        customers = max(update.recipients_total, update.recipients_done)
+        expected = max(counts["total"], customers * len(update.channels)) or 1
+        finished = update.fanout_status == IncidentUpdate.FanoutStatus.DONE and counts["pending"] == 0
+        handled = counts["sent"] + counts["dead"]
+        filled = width if finished else int(width * min(1.0, handled / expected))
         command.stdout.write(
-            f"\r  fan-out [{'#' * filled}{'.' * (width - filled)}] {done}/{total} customers, {sent} messages sent",
+            f"\r  [{'#' * filled}{'.' * (width - filled)}] customers {update.recipients_done}/{customers}, "
+            f"messages sent {counts['sent']}, dead {counts['dead']}, waiting {counts['pending']}",
             ending="",
         )
         command.stdout.flush()
-        if finished:
+        if finished or time.monotonic() > deadline:
             command.stdout.write("")
-            return True
-        if time.monotonic() > deadline:
-            command.stdout.write("")
-            return False
+            return finished
         time.sleep(interval)
 
 

@@ -1,0 +1,178 @@
+"""Incidents: fan-out to every customer exactly once per channel, through a real worker,
+also when the worker is killed half way; the operator commands; the all-clear."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from notifications import services
+from notifications.models import Delivery, Incident, IncidentUpdate
+from notifications.tests.conftest import QUEUE, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.celery]
+
+
+def make_customers(n: int, prefix: str = "c") -> list:
+    User = get_user_model()
+    users = [
+        User(email=f"{prefix}{i:05d}@example.com", phone=f"+49151{i:08d}", full_name=f"Customer {i}", password="!")
+        for i in range(n)
+    ]
+    User.objects.bulk_create(users, batch_size=1000)
+    # Staff and inactive customers are not told.
+    User.objects.create(email="staff@bank.example", full_name="Staff", is_staff=True, phone="+4930000", password="!")
+    User.objects.create(email="gone@example.com", full_name="Gone", is_active=False, phone="+4930001", password="!")
+    return users
+
+
+def _finished(update_id) -> bool:
+    update = IncidentUpdate.objects.get(pk=update_id)
+    return (
+        update.fanout_status == "done"
+        and not Delivery.objects.filter(incident_update=update, status__in=["queued", "failed", "sending"]).exists()
+    )
+
+
+def test_incident_for_2000_customers_delivers_exactly_2000_messages_per_channel(providers, notifications_worker):
+    make_customers(2000)
+
+    incident = services.incident_declare(
+        title="Payments down",
+        message="Card payments are failing. Transfers work.",
+        severity="major",
+        services=["payments"],
+    )
+    update = incident.updates.get()
+    assert update.recipients_total == 2000
+
+    wait_for(lambda: _finished(update.pk), timeout=240, interval=0.5)
+
+    update.refresh_from_db()
+    assert update.recipients_done == 2000
+    assert Counter(Delivery.objects.filter(incident_update=update).values_list("status", flat=True)) == {"sent": 4000}
+    emails = Counter(m["To"] for m in providers.smtp.messages)
+    texts = Counter(r.json["to"] for r in providers.sms.received())
+    assert len(emails) == 2000 and set(emails.values()) == {1}
+    assert len(texts) == 2000 and set(texts.values()) == {1}
+    assert "staff@bank.example" not in emails and "gone@example.com" not in emails
+    sample = providers.smtp.messages[0]
+    assert sample["Subject"] == "Service disruption: Payments down"
+    assert "Card payments are failing" in sample.get_body(("plain",)).get_content()
+
+
+def test_fanout_killed_half_way_resumes_on_a_new_worker_without_duplicates(providers, make_worker, settings):
+    queue = f"{QUEUE}-crash"
+    settings.NOTIFICATIONS_QUEUE = queue
+    make_customers(2000)
+    # 400 messages a second: ten batches, one a second, so the kill lands inside the fan-out.
+    first = make_worker(queue, NOTIFICATIONS_FANOUT_RATE="400").start()
+    try:
+        incident = services.incident_declare(
+            title="Login down", message="Logins fail.", severity="critical", services=["login"]
+        )
+        update = incident.updates.get()
+        wait_for(lambda: IncidentUpdate.objects.get(pk=update.pk).recipients_done >= 600, timeout=60)
+        wait_for(lambda: len(providers.sms.received()) >= 100, timeout=60)
+    finally:
+        first.kill()
+    at_kill = IncidentUpdate.objects.get(pk=update.pk)
+    assert at_kill.fanout_status == "running" and 0 < at_kill.recipients_done < 2000
+
+    time.sleep(3.5)  # the in-flight sends' lease (NOTIFICATIONS_SEND_LEASE_SECONDS) runs out
+    second = make_worker(queue).start()
+    try:
+        sweep = services.notifications_sweep(stuck_after=0)
+        assert sweep.fanouts_resumed == 1
+        wait_for(lambda: _finished(update.pk), timeout=240, interval=0.5)
+    finally:
+        second.stop()
+
+    rows = Delivery.objects.filter(incident_update=update)
+    assert rows.count() == 4000  # one row per customer per channel, never a second
+    emails = Counter(m["To"] for m in providers.smtp.messages)
+    texts = Counter(r.json["to"] for r in providers.sms.received())
+    assert max(emails.values()) == 1 and max(texts.values()) == 1  # nobody got a message twice
+    # Only a send the killed worker had in flight may be in doubt: it is dead-lettered, never resent.
+    in_doubt = rows.filter(status="dead")
+    assert in_doubt.count() <= 2
+    assert set(rows.exclude(status="dead").values_list("status", flat=True)) == {"sent"}
+    sent_emails = set(rows.filter(channel="email", status="sent").values_list("recipient", flat=True))
+    sent_texts = set(rows.filter(channel="sms", status="sent").values_list("recipient", flat=True))
+    doubtful = set(in_doubt.values_list("recipient", flat=True))
+    assert sent_emails <= set(emails) <= sent_emails | doubtful
+    assert sent_texts <= set(texts) <= sent_texts | doubtful
+    assert len(emails) >= 2000 - len(doubtful) and len(texts) >= 2000 - len(doubtful)
+
+
+def test_operator_commands_declare_update_and_resolve_with_progress(providers, notifications_worker, api_client):
+    make_customers(30, prefix="op")
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command(
+        "declare_incident",
+        "--service",
+        "transfers",
+        "--severity",
+        "minor",
+        "--message",
+        "Transfers are delayed.",
+        stdout=out,
+        stderr=err,
+    )
+
+    incident_id = out.getvalue().splitlines()[0]
+    incident = Incident.objects.get(pk=incident_id)
+    assert "[##############################] customers 30/30, messages sent 30, dead 0, waiting 0" in out.getvalue()
+    assert "notifying 30 customers by email" in err.getvalue()
+    services.status_cache_clear()
+    status = api_client.get("/api/v1/status").json()
+    assert status["state"] == "degraded" and status["incidents"][0]["message"] == "Transfers are delayed."
+
+    call_command("update_incident", incident_id, "--message", "Fix deployed, catching up.", stdout=io.StringIO())
+    call_command("resolve_incident", incident_id, stdout=io.StringIO())
+
+    incident.refresh_from_db()
+    assert incident.resolved_at is not None
+    services.status_cache_clear()
+    after = api_client.get("/api/v1/status").json()
+    assert (after["state"], after["incidents"]) == ("operational", [])
+    subjects = Counter(m["Subject"] for m in providers.smtp.messages)
+    assert subjects == {
+        "Service disruption: Transfers disruption": 30,
+        "Update on the service disruption: Transfers disruption": 30,
+        "Resolved: Transfers disruption": 30,
+    }
+    with pytest.raises(CommandError, match="already resolved"):
+        call_command("resolve_incident", incident_id, "--no-wait", stdout=io.StringIO())
+
+
+def test_declare_refuses_unknown_services_and_severities():
+    with pytest.raises(CommandError):
+        call_command("declare_incident", "--service", "teleportation", "--severity", "major", "--message", "x")
+    from notifications.exceptions import InvalidNotificationRequest
+
+    with pytest.raises(InvalidNotificationRequest) as excinfo:
+        services.incident_declare(title="", message=" ", severity="apocalyptic", services=[])
+    assert set(excinfo.value.details) == {"severity", "services", "message"}
+    assert not Incident.objects.exists()
+
+
+def test_fanout_step_is_exactly_once_even_if_run_again_on_the_same_batch():
+    make_customers(50, prefix="again")
+    incident = services.incident_declare(title="t", message="m", severity="major", services=["app"])
+    update = incident.updates.get()
+    steps = []
+    while not steps or not steps[-1].done:
+        steps.append(services.incident_fanout_step(update_id=update.pk, batch_size=20, enqueue=False))
+    # a stale task re-running the whole fan-out changes nothing
+    IncidentUpdate.objects.filter(pk=update.pk).update(fanout_status="running", fanout_cursor=None)
+    again = services.incident_fanout_step(update_id=update.pk, batch_size=100, enqueue=False)
+
+    assert [s.recipients for s in steps] == [20, 20, 10]
+    assert again.messages == 100 and Delivery.objects.filter(incident_update=update).count() == 100
