@@ -109,7 +109,10 @@ class IncidentAdmin(admin.ModelAdmin):
     form = IncidentForm
     list_display = ["started_at", "title", "severity", "resolved_at", "latest_progress"]
     list_filter = ["severity", "resolved_at"]
-    inlines = [IncidentUpdateInline]
+
+    def get_inlines(self, request: HttpRequest, obj: Incident | None) -> list[type[admin.TabularInline]]:
+        return [IncidentUpdateInline] if obj is not None else []
+
     actions = ["resolve_selected"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Incident | None = None) -> list[str]:
