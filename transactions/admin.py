@@ -1,0 +1,200 @@
+"""Staff screens for the ledger. The journal is read-only; every change goes through a service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from bankcore.api.exceptions import BankError
+from bankcore.money import format_amount
+from transactions.models import (
+    AdjustmentRequest,
+    Beneficiary,
+    CustomerLimit,
+    Entry,
+    Hold,
+    StandingOrder,
+    StandingOrderExecution,
+    Transaction,
+)
+from transactions.services.corrections import (
+    adjustment_approve,
+    adjustment_propose,
+    adjustment_reject,
+    transaction_reverse,
+)
+from transactions.services.limits import customer_limit_set
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class EntryInline(admin.TabularInline):
+    model = Entry
+    fields = ("account", "amount", "currency", "balance_after", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.action(description="Reverse selected transactions (posts a new reversal transaction)")
+def reverse_transactions(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Transaction]) -> None:
+    for journal in queryset:
+        try:
+            reversal = transaction_reverse(transaction_id=journal.pk, actor=request.user, reason="")
+        except BankError as exc:
+            modeladmin.message_user(request, f"{journal.pk}: {exc.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{journal.pk} reversed by {reversal.pk}", messages.SUCCESS)
+
+
+@admin.register(Transaction)
+class TransactionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "amount_display", "currency", "description", "initiated_by", "created_at")
+    list_filter = ("kind", "currency")
+    search_fields = ("id", "reference", "description", "source_account__iban", "destination_account__iban")
+    inlines = [EntryInline]
+    actions = [reverse_transactions]
+    show_full_result_count = False  # no COUNT(*) over the whole journal
+
+    @admin.display(description="amount")
+    def amount_display(self, journal: Transaction) -> str:
+        return format_amount(journal.amount, journal.currency) if journal.amount else "—"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Actions need "change" visibility; reversals are allowed to staff who may view the journal.
+        return super().get_actions(request) if request.user.has_perm("transactions.view_transaction") else {}
+
+
+@admin.register(Entry)
+class EntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "transaction", "account", "amount", "currency", "balance_after", "created_at")
+    list_filter = ("currency",)
+    search_fields = ("account__iban", "transaction__id")
+    show_full_result_count = False
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ("id", "account", "amount", "currency", "status", "expires_at")
+    list_filter = ("status",)
+
+
+class CustomerLimitForm(forms.ModelForm):
+    class Meta:
+        model = CustomerLimit
+        fields = ("user", "currency", "per_transfer", "daily", "step_up_threshold")
+        help_texts = {
+            "per_transfer": "Minor units (cents). Empty = bank default.",
+            "daily": "Minor units, rolling 24 hours. Empty = bank default.",
+            "step_up_threshold": "Minor units. Empty = bank default.",
+        }
+
+
+@admin.register(CustomerLimit)
+class CustomerLimitAdmin(admin.ModelAdmin):
+    form = CustomerLimitForm
+    list_display = ("user", "currency", "per_transfer", "daily", "step_up_threshold", "updated_at")
+    search_fields = ("user__email",)
+    autocomplete_fields = ("user",)
+
+    def save_model(self, request: HttpRequest, obj: CustomerLimit, form: Any, change: bool) -> None:
+        saved = customer_limit_set(
+            user=obj.user,
+            currency=obj.currency,
+            actor=request.user,
+            per_transfer=obj.per_transfer,
+            daily=obj.daily,
+            step_up_threshold=obj.step_up_threshold,
+        )
+        obj.pk = saved.pk
+
+
+@admin.action(description="Approve (checker): post the selected adjustments")
+def approve_adjustments(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[AdjustmentRequest]
+) -> None:
+    for adjustment in queryset:
+        try:
+            adjustment_approve(adjustment_id=adjustment.pk, actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{adjustment.pk}: {exc.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{adjustment.pk} posted", messages.SUCCESS)
+
+
+@admin.action(description="Reject the selected adjustments")
+def reject_adjustments(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[AdjustmentRequest]
+) -> None:
+    for adjustment in queryset:
+        try:
+            adjustment_reject(adjustment_id=adjustment.pk, actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{adjustment.pk}: {exc.message}", messages.ERROR)
+
+
+@admin.register(AdjustmentRequest)
+class AdjustmentRequestAdmin(admin.ModelAdmin):
+    """Makers add requests here (nothing posts); a different staff member approves them with the action."""
+
+    list_display = ("id", "account", "amount", "reason", "status", "proposed_by", "decided_by", "created_at")
+    list_filter = ("status",)
+    fields = ("account", "amount", "reason")
+    autocomplete_fields = ("account",)
+    actions = [approve_adjustments, reject_adjustments]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: AdjustmentRequest, form: Any, change: bool) -> None:
+        proposed = adjustment_propose(account=obj.account, amount=obj.amount, reason=obj.reason, actor=request.user)
+        obj.pk = proposed.pk
+
+
+@admin.register(Beneficiary)
+class BeneficiaryAdmin(ReadOnlyAdmin):
+    list_display = ("name", "iban", "owner", "created_at")
+    search_fields = ("owner__email", "iban")
+
+
+class StandingOrderExecutionInline(admin.TabularInline):
+    model = StandingOrderExecution
+    fields = ("due_date", "outcome", "error_code", "transaction", "executed_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(StandingOrder)
+class StandingOrderAdmin(ReadOnlyAdmin):
+    list_display = ("id", "owner", "amount", "currency", "frequency", "day", "status", "next_due")
+    list_filter = ("status", "frequency")
+    inlines = [StandingOrderExecutionInline]

@@ -1,0 +1,150 @@
+"""Staff corrections: reversals, maker-checker adjustments, freeze/overdraft/limits - all audited."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.admin.sites import site
+from django.contrib.messages.storage.fallback import FallbackStorage
+from django.test import RequestFactory
+
+from accounts.models import BankAccount
+from bankcore.models import AuditEvent
+from transactions.exceptions import AdjustmentNotPending, AlreadyReversed, InsufficientFunds, MakerCannotApprove
+from transactions.models import AdjustmentRequest, CustomerLimit, Entry, Transaction
+from transactions.services.corrections import (
+    adjustment_approve,
+    adjustment_propose,
+    adjustment_reject,
+    transaction_reverse,
+)
+from transactions.services.transfers import transfer_create
+from transactions.services.verify import ledger_verify
+from transactions.tests.factories import CustomerFactory, open_account
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+
+@pytest.fixture
+def staff():
+    return CustomerFactory(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def checker():
+    return CustomerFactory(is_staff=True, is_superuser=True)
+
+
+def _admin_request(user):
+    request = RequestFactory().post("/admin/")
+    request.user = user
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    return request
+
+
+def test_reversal_posts_a_new_transaction_that_undoes_the_original(customer, staff):
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    original = transfer_create(
+        user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=3_000, currency="EUR"
+    )
+    reversal = transaction_reverse(transaction_id=original.pk, actor=staff, reason="Sent in error")
+    source.refresh_from_db()
+    destination.refresh_from_db()
+    assert (source.balance, destination.balance) == (10_000, 0)
+    assert reversal.reverses_id == original.pk and reversal.kind == "reversal"
+    assert Entry.objects.filter(transaction=original).count() == 2  # the original is untouched
+    assert AuditEvent.objects.filter(action="transaction.reversed", target_id=str(reversal.pk)).exists()
+    with pytest.raises(AlreadyReversed):
+        transaction_reverse(transaction_id=original.pk, actor=staff)
+    with pytest.raises(AlreadyReversed):
+        transaction_reverse(transaction_id=reversal.pk, actor=staff)
+    assert ledger_verify().ok
+
+
+def test_reversal_never_overdraws_a_recipient_who_spent_the_money(customer, staff):
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    original = transfer_create(
+        user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=3_000, currency="EUR"
+    )
+    from transactions.services.cash import cash_withdraw
+
+    cash_withdraw(iban=destination.iban, amount=2_000)
+    with pytest.raises(InsufficientFunds):
+        transaction_reverse(transaction_id=original.pk, actor=staff)
+    assert Transaction.objects.filter(kind="reversal").count() == 0
+
+
+def test_adjustment_posts_only_after_a_different_staff_member_approves(customer, staff, checker):
+    account = open_account(customer, balance=1_000)
+    adjustment = adjustment_propose(account=account, amount=-250, reason="Duplicate fee refund reversal", actor=staff)
+    account.refresh_from_db()
+    assert account.balance == 1_000  # proposed, not posted
+    with pytest.raises(MakerCannotApprove):
+        adjustment_approve(adjustment_id=adjustment.pk, actor=staff)
+    adjustment = adjustment_approve(adjustment_id=adjustment.pk, actor=checker)
+    account.refresh_from_db()
+    assert account.balance == 750 and adjustment.status == "posted" and adjustment.decided_by == checker
+    with pytest.raises(AdjustmentNotPending):
+        adjustment_approve(adjustment_id=adjustment.pk, actor=checker)
+    actions = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {"adjustment.proposed", "adjustment.approved"} <= actions
+    assert ledger_verify().ok
+
+
+def test_rejected_adjustment_never_posts(customer, staff, checker):
+    account = open_account(customer, balance=1_000)
+    adjustment = adjustment_propose(account=account, amount=500, reason="Goodwill", actor=staff)
+    adjustment_reject(adjustment_id=adjustment.pk, actor=checker)
+    with pytest.raises(AdjustmentNotPending):
+        adjustment_approve(adjustment_id=adjustment.pk, actor=checker)
+    assert Transaction.objects.filter(kind="adjustment").count() == 0
+
+
+def test_admin_approve_action_refuses_the_maker(customer, staff, checker):
+    account = open_account(customer, balance=1_000)
+    adjustment_propose(account=account, amount=100, reason="Interest correction", actor=staff)
+    model_admin = site._registry[AdjustmentRequest]
+    queryset = AdjustmentRequest.objects.all()
+    model_admin.actions[0](model_admin, _admin_request(staff), queryset)
+    assert AdjustmentRequest.objects.get().status == "pending"
+    model_admin.actions[0](model_admin, _admin_request(checker), queryset)
+    assert AdjustmentRequest.objects.get().status == "posted"
+
+
+def test_admin_freeze_and_unfreeze_are_audited_and_block_transfers(customer, staff):
+    account, other = open_account(customer, balance=1_000), open_account(CustomerFactory())
+    model_admin = site._registry[BankAccount]
+    freeze, unfreeze = model_admin.actions
+    freeze(model_admin, _admin_request(staff), BankAccount.objects.filter(pk=account.pk))
+    account.refresh_from_db()
+    assert account.status == "frozen"
+    from transactions.exceptions import AccountFrozen
+
+    with pytest.raises(AccountFrozen):
+        transfer_create(
+            user=customer, source_account_id=account.pk, destination_iban=other.iban, amount=1, currency="EUR"
+        )
+    unfreeze(model_admin, _admin_request(staff), BankAccount.objects.filter(pk=account.pk))
+    account.refresh_from_db()
+    assert account.status == "active"
+    assert list(AuditEvent.objects.filter(action__startswith="bank_account.").values_list("action", flat=True)) == [
+        "bank_account.frozen",
+        "bank_account.active",
+    ]
+
+
+def test_admin_limit_override_goes_through_the_audited_service(customer, staff):
+    model_admin = site._registry[CustomerLimit]
+    limit = CustomerLimit(user=customer, currency="EUR", daily=5_000)
+    model_admin.save_model(_admin_request(staff), limit, form=None, change=False)
+    assert CustomerLimit.objects.get(user=customer).daily == 5_000
+    assert AuditEvent.objects.filter(action="limits.changed").count() == 1
+
+
+def test_journal_and_entries_are_read_only_in_the_admin(staff):
+    request = _admin_request(staff)
+    for model in (Transaction, Entry):
+        model_admin = site._registry[model]
+        assert not model_admin.has_add_permission(request)
+        assert not model_admin.has_change_permission(request)
+        assert not model_admin.has_delete_permission(request)
