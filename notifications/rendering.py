@@ -137,10 +137,11 @@ def render_event(event: str, context: dict[str, Any], *, language: str | None = 
     with translation.override(language or settings.LANGUAGE_CODE):
         # A caller's own title wins (it knows the case); the template is the localized default.
         given = context.get("title")
-        title = " ".join(
-            (given if isinstance(given, str) and given.strip() else _render(event, "title.txt", ctx)).split()
-        )
-        body = _render(event, "body.txt", ctx)
+        # An event added to events.py before its templates still renders (never breaks the caller).
+        generic = event.replace("_", " ").capitalize()
+        template_title = _render(event, "title.txt", ctx, fallback=generic)
+        title = " ".join((given if isinstance(given, str) and given.strip() else template_title).split())
+        body = _render(event, "body.txt", ctx, fallback=str(context.get("body") or ""))
         sms = _render(event, "sms.txt", ctx, fallback=f"{settings.BANK_NAME}: {title}. {body}")
         html = render_to_string("notifications/email.html", {**ctx, "title": title, "body": body})
     return Rendered(

@@ -68,3 +68,8 @@ def test_long_sms_is_shortened_to_the_segment_budget_and_typography_kept_gsm7():
     assert text.endswith("...")
     assert sms_segments(text) == 2
     assert is_gsm7(text)
+
+
+def test_an_event_without_templates_still_renders_from_the_callers_text():
+    rendered = render_event("brand_new_event", {"body": "Something happened."})
+    assert (rendered.title, rendered.body) == ("Brand new event", "Something happened.")
