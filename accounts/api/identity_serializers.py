@@ -101,7 +101,7 @@ class TokenPairOutput(serializers.Serializer):
 
 class MfaTokenInput(serializers.Serializer):
     mfa_token = serializers.CharField(max_length=128)
-    code = serializers.CharField(max_length=32, help_text="6-digit TOTP code, or a backup code (xxxxx-xxxxx).")
+    code = serializers.CharField(max_length=32, help_text="6-digit TOTP code, or a backup code (xxxx-xxxx-xxxx).")
 
 
 class RefreshInput(serializers.Serializer):

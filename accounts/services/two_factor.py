@@ -3,12 +3,14 @@
 A TOTP code is accepted once: the authenticator remembers the newest accepted time
 step and a conditional UPDATE records it, so a code seen by a shoulder-surfer or a
 proxy cannot be replayed, not even by two requests racing each other. Backup codes
-are django-otp static tokens, deleted when used.
+are django-otp static tokens, deleted when used; only a digest of each is stored
+(the codes are 12 random characters, ~59 bits, so a fast hash is enough).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -30,6 +32,7 @@ from notifications.events import Event
 from notifications.services import notify
 
 BACKUP_CODE_COUNT = 10
+BACKUP_CODE_LENGTH = 12
 _BACKUP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
 BACKUP_DEVICE_NAME = "backup codes"
 
@@ -72,12 +75,19 @@ def totp_enrol(*, user: User) -> dict[str, Any]:
     return {"secret": secret_b32, "otpauth_uri": uri, "qr_svg": _qr_svg(uri)}
 
 
+def backup_code_digest(code: str) -> str:
+    """What the database keeps for a backup code (16 hex characters of its SHA-256), never the code."""
+    return hashlib.sha256(b"bankcore-backup-code:" + _normalise_code(code).encode()).hexdigest()[:16]
+
+
 def _new_backup_codes(*, user: User) -> list[str]:
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name=BACKUP_DEVICE_NAME, confirmed=True)
-    codes = ["".join(secrets.choice(_BACKUP_ALPHABET) for _ in range(10)) for _ in range(BACKUP_CODE_COUNT)]
-    StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in codes])
-    return [f"{code[:5]}-{code[5:]}" for code in codes]
+    codes = [
+        "".join(secrets.choice(_BACKUP_ALPHABET) for _ in range(BACKUP_CODE_LENGTH)) for _ in range(BACKUP_CODE_COUNT)
+    ]
+    StaticToken.objects.bulk_create([StaticToken(device=device, token=backup_code_digest(code)) for code in codes])
+    return [f"{code[:4]}-{code[4:8]}-{code[8:]}" for code in codes]
 
 
 def totp_confirm(*, user: User, code: str) -> list[str]:
@@ -129,7 +139,9 @@ def check_second_factor(*, user: User, code: str) -> str | None:
         return "totp" if recorded == 1 else None
     if not code:
         return None
-    deleted, _ = StaticToken.objects.filter(device__user=user, device__confirmed=True, token=code).delete()
+    deleted, _ = StaticToken.objects.filter(
+        device__user=user, device__confirmed=True, token=backup_code_digest(code)
+    ).delete()
     return "backup_code" if deleted else None
 
 

@@ -20,6 +20,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from rest_framework.test import APIClient
 
 from accounts.models import Device, LoginSession, TotpAuthenticator, User
+from accounts.services.two_factor import backup_code_digest
 
 PASSWORD = "correct horse battery 9"
 
@@ -64,8 +65,8 @@ def new_backup_code(user: User) -> str:
     if not TotpAuthenticator.objects.filter(user=user, confirmed=True).exists():
         enrol_totp(user)
     device = StaticDevice.objects.get(user=user, name="backup codes")
-    code = secrets.token_hex(5)
-    StaticToken.objects.create(device=device, token=code)
+    code = secrets.token_hex(6)
+    StaticToken.objects.create(device=device, token=backup_code_digest(code))
     return code
 
 

@@ -45,6 +45,9 @@ def test_enrol_confirm_then_login_needs_the_second_factor():
     assert confirm.status_code == 200, confirm.content
     codes = confirm.json()["backup_codes"]
     assert len(codes) == 10 and len(set(codes)) == 10
+    stored = set(StaticToken.objects.filter(device__user=user).values_list("token", flat=True))
+    assert len(stored) == 10
+    assert not stored & {c.replace("-", "") for c in codes}, "only digests of backup codes are stored"
     assert client.get("/api/v1/me").json()["totp_enabled"] is True
 
     login = client.post("/api/v1/auth/token", {"email": user.email, "password": PASSWORD})
