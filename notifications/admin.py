@@ -71,7 +71,7 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 class IncidentUpdateInline(admin.TabularInline):
     model = IncidentUpdate
-    fields = ["created_at", "kind", "message", "channels", "fanout_status", "progress_display"]
+    fields = ("created_at", "kind", "message", "channels", "fanout_status", "progress_display")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -110,7 +110,7 @@ class IncidentAdmin(admin.ModelAdmin):
     list_display = ["started_at", "title", "severity", "resolved_at", "latest_progress"]
     list_filter = ["severity", "resolved_at"]
 
-    def get_inlines(self, request: HttpRequest, obj: Incident | None) -> list[type[admin.TabularInline]]:
+    def get_inlines(self, request: HttpRequest, obj: Incident | None) -> list[Any]:
         return [IncidentUpdateInline] if obj is not None else []
 
     actions = ["resolve_selected"]
@@ -118,7 +118,7 @@ class IncidentAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Incident | None = None) -> list[str]:
         return ["title", "severity", "message", "started_at", "resolved_at"] if obj else []
 
-    def get_fields(self, request: HttpRequest, obj: Incident | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Incident | None = None) -> list[Any]:
         if obj is None:
             return ["title", "severity", "services", "message"]
         return ["title", "severity", "message", "started_at", "resolved_at", "update_message"]
@@ -143,9 +143,6 @@ class IncidentAdmin(admin.ModelAdmin):
             services.incident_post_update(
                 incident_id=obj.pk, message=form.cleaned_data["update_message"], actor=request.user
             )
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        return None  # updates are written by the services only
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -193,7 +193,7 @@ class FcmPushProvider(_PushProviderBase):
 
     def send_one(self, delivery: Any, token: str) -> str:
         url = f"{settings.PUSH_API_URL.rstrip('/')}/v1/projects/{settings.PUSH_PROJECT_ID}/messages:send"
-        payload = {
+        payload: dict[str, Any] = {
             "message": {
                 "token": token,
                 "notification": {"title": delivery.subject, "body": delivery.body},

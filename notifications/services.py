@@ -274,7 +274,8 @@ def _finish(
     if next_attempt_at is not None:
         changes["next_attempt_at"] = next_attempt_at
     Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(**changes)
-    counter = {Delivery.Status.SENT: metrics.SENT, Delivery.Status.FAILED: metrics.FAILED}.get(status, metrics.DEAD)
+    counters: dict[str, Any] = {Delivery.Status.SENT: metrics.SENT, Delivery.Status.FAILED: metrics.FAILED}
+    counter = counters.get(status, metrics.DEAD)
     counter.labels(channel=delivery.channel).inc()
     return str(status)
 
@@ -435,7 +436,7 @@ def preferences_update(*, user: Any, changes: dict[str, Any]) -> dict[str, Any]:
             )
         if quiet is None:
             QuietHours.objects.filter(user=user).delete()
-        elif quiet:
+        elif isinstance(quiet, dict):
             QuietHours.objects.update_or_create(user=user, defaults=quiet)
     return preferences_get(user=user)
 

@@ -111,3 +111,35 @@ def test_metrics_endpoint_exports_queue_age_and_fanout_progress(client, settings
     assert "bankcore_notifications_sent_total" in text
     assert "bankcore_notifications_oldest_queued_age_seconds" in text
     assert "bankcore_notifications_fanout_progress_ratio{incident_update=" in text
+
+
+def test_staff_post_an_update_from_the_incident_page(staff_client):
+    incident = services.incident_declare(title="t", message="first", severity="minor", services=["cards"])
+
+    declared = incident.updates.get()
+    form = {  # what the browser posts: the new message plus the read-only updates inline
+        "update_message": "Cards work again for most.",
+        "updates-TOTAL_FORMS": "1",
+        "updates-INITIAL_FORMS": "1",
+        "updates-MIN_NUM_FORMS": "0",
+        "updates-MAX_NUM_FORMS": "1000",
+        "updates-0-id": str(declared.pk),
+        "updates-0-incident": str(incident.pk),
+    }
+
+    response = staff_client.post(f"/admin/notifications/incident/{incident.pk}/change/", form)
+
+    assert response.status_code == 302
+    incident.refresh_from_db()
+    assert incident.message == "Cards work again for most."
+    assert list(incident.updates.values_list("kind", flat=True)) == ["declared", "updated"]
+
+
+def test_updating_a_resolved_incident_is_refused():
+    from notifications.exceptions import IncidentAlreadyResolved
+
+    incident = services.incident_declare(title="t", message="m", severity="minor", services=["cards"])
+    services.incident_resolve(incident_id=incident.pk)
+    with pytest.raises(IncidentAlreadyResolved):
+        services.incident_post_update(incident_id=incident.pk, message="late")
+    assert incident.updates.count() == 2
