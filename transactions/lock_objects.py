@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth import get_user_model
-from django.db.models import OuterRef, Subquery, Sum, Value
+from django.db.models import OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -26,8 +26,8 @@ def customer_lock(user_id: Any) -> None:
     list(get_user_model().objects.filter(pk=user_id).select_for_update(no_key=True).values_list("pk", flat=True))
 
 
-def bank_accounts_for_update(account_ids: Iterable[UUID]) -> dict[UUID, BankAccount]:
-    """Lock the accounts in pk order; each carries `held` = its active, unexpired holds."""
+def bank_accounts_for_update(account_ids: Iterable[UUID], *, ibans: Iterable[str] = ()) -> dict[UUID, BankAccount]:
+    """Lock the accounts (by id and/or IBAN) in pk order; each carries `held` = its active, unexpired holds."""
     held = (
         Hold.objects.filter(account=OuterRef("pk"), status=Hold.Status.ACTIVE, expires_at__gt=timezone.now())
         .order_by()
@@ -36,7 +36,7 @@ def bank_accounts_for_update(account_ids: Iterable[UUID]) -> dict[UUID, BankAcco
         .values("total")
     )
     rows = (
-        BankAccount.objects.filter(pk__in=set(account_ids))
+        BankAccount.objects.filter(Q(pk__in=set(account_ids)) | Q(iban__in=set(ibans)))
         .annotate(held=Coalesce(Subquery(held), Value(0)))
         .select_related("owner")
         .order_by("pk")

@@ -36,13 +36,6 @@ def mask_iban(iban: str) -> str:
     return f"•••• {iban[-4:]}"
 
 
-def _resolve_destination(iban: str) -> BankAccount:
-    destination = BankAccount.objects.filter(iban=iban).exclude(kind=BankAccount.Kind.INTERNAL).first()
-    if destination is None or destination.status == BankAccount.Status.CLOSED:
-        raise UnknownDestination(details={"destination": ["No open account at this bank has this IBAN."]})
-    return destination
-
-
 def transfer_create(
     *,
     user: Any,
@@ -65,17 +58,19 @@ def transfer_create(
     CurrencyMismatch, AccountFrozen, LimitExceeded, StepUpRequired, InsufficientFunds.
     A step-up token is consumed only if the transfer posts.
     """
-    destination = _resolve_destination(destination_iban)
-    if destination.pk == source_account_id:
-        raise SameAccount()
 
     def work() -> Transaction:
         customer_lock(user.pk)
-        accounts = bank_accounts_for_update([source_account_id, destination.pk])
+        # One query finds and locks both (pk order): the source by id, the destination by IBAN.
+        accounts = bank_accounts_for_update([source_account_id], ibans=[destination_iban])
         source = accounts.get(source_account_id)
         if source is None or source.owner_id != user.pk:
             raise AccountNotFound()
-        target = accounts[destination.pk]
+        target = next((account for account in accounts.values() if account.iban == destination_iban), None)
+        if target is None or target.kind == BankAccount.Kind.INTERNAL or target.status == BankAccount.Status.CLOSED:
+            raise UnknownDestination(details={"destination": ["No open account at this bank has this IBAN."]})
+        if target.pk == source.pk:
+            raise SameAccount()
         if source.currency != currency or target.currency != currency:
             raise CurrencyMismatch(
                 details={"source": source.currency, "destination": target.currency, "currency": currency}
