@@ -137,6 +137,12 @@ class DeviceInput(serializers.Serializer):
         return value
 
 
+class DeviceUpdateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    app_version = serializers.RegexField(r"^\d{1,4}(\.\d{1,4}){0,3}$", max_length=32, required=False)
+    push_token = serializers.CharField(max_length=512, required=False, allow_blank=True)
+
+
 class DeviceOutput(serializers.ModelSerializer):
     class Meta:
         model = Device

@@ -184,6 +184,18 @@ class DeviceListView(generics.ListAPIView):
 class DeviceDetailView(APIView):
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(
+        tags=["identity"],
+        request=s.DeviceUpdateInput,
+        responses={200: s.DeviceOutput, 404: _ERROR},
+        description="Update name, app version or push token (e.g. after FCM/APNs rotated it).",
+    )
+    def patch(self, request: Request, device_id: Any) -> Response:
+        device = devices.device_for_user(user=_customer(request), device_id=device_id)
+        changes = _valid(s.DeviceUpdateInput, request, partial=True)
+        device = devices.device_update(device=device, actor=_customer(request), changes=changes)
+        return Response(s.DeviceOutput(device).data)
+
     @extend_schema(tags=["identity"], responses={204: _NO_CONTENT, 404: _ERROR})
     def delete(self, request: Request, device_id: Any) -> Response:
         device = devices.device_for_user(user=_customer(request), device_id=device_id)

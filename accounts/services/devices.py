@@ -103,6 +103,26 @@ def device_revoke(*, device: Device, actor: User) -> Device:
     return device
 
 
+def device_update(*, device: Device, actor: User, changes: dict[str, str]) -> Device:
+    """Change a device's name, app version or push token (push services rotate tokens). Audited.
+
+    The public key never changes: a new key is a new device.
+    """
+    allowed = {"name", "app_version", "push_token"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise BankError(details={field: ["This field cannot be changed."] for field in sorted(unknown)})
+    with transaction.atomic():
+        device = Device.objects.select_for_update().get(pk=device.pk)
+        changed = [field for field, value in changes.items() if getattr(device, field) != value]
+        for field in changed:
+            setattr(device, field, changes[field])
+        if changed:
+            device.save(update_fields=changed)
+            audit_record(action="device.updated", actor=actor, target=device, details={"fields": sorted(changed)})
+    return device
+
+
 def device_for_user(*, user: User, device_id: UUID | str) -> Device:
     """The user's own active device, else 404 (also for another customer's device)."""
     device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()

@@ -118,3 +118,21 @@ def test_password_login_naming_a_registered_device_ties_the_tokens_to_it():
         {"email": device.user.email, "password": PASSWORD, "device_id": str(stranger_device.pk)},
     ).json()
     assert "device_id" not in AccessToken(other["access"]).payload
+
+
+def test_app_updates_its_push_token_and_version_but_never_its_key():
+    device = DeviceFactory(push_token="old-token")
+    original_key = device.public_key
+    client = authenticated_client(device.user)
+    response = client.patch(
+        f"/api/v1/devices/{device.pk}",
+        {"push_token": "fcm-new-token", "app_version": "1.5.0", "public_key": "ignored"},
+    )
+    assert response.status_code == 200, response.content
+    device.refresh_from_db()
+    assert (device.push_token, device.app_version, device.public_key) == ("fcm-new-token", "1.5.0", original_key)
+    assert AuditEvent.objects.filter(action="device.updated", target_id=str(device.pk)).exists()
+    stranger = authenticated_client(UserFactory())
+    assert stranger.patch(f"/api/v1/devices/{device.pk}", {"push_token": "hijack"}).status_code == 404
+    device.refresh_from_db()
+    assert device.push_token == "fcm-new-token"
