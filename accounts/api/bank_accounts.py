@@ -14,6 +14,7 @@ from accounts.models import BankAccount
 from accounts.services.bank_accounts import bank_account_open
 from bankcore.api.pagination import KeysetPagination
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
+from transactions.api.fields import paginated
 from transactions.selectors import customer_account, customer_accounts
 from transactions.services.ledger import available_balance
 
@@ -49,7 +50,11 @@ class BankAccountInput(serializers.Serializer):
 class BankAccountListCreate(APIView):
     pagination_class = KeysetPagination
 
-    @extend_schema(responses=BankAccountOutput(many=True), summary="The caller's accounts, newest first")
+    @extend_schema(
+        operation_id="accounts_list",
+        responses=paginated(BankAccountOutput),
+        summary="The caller's accounts, newest first",
+    )
     def get(self, request: Request) -> Response:
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(customer_accounts(user=request.user), request, view=self)

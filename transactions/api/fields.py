@@ -54,3 +54,17 @@ class MoneyInputSerializer(serializers.Serializer):
         except InvalidAmount as exc:
             raise serializers.ValidationError({"amount": [str(exc)]}) from None
         return attrs
+
+
+def paginated(item: type[serializers.Serializer]) -> serializers.Serializer:
+    """OpenAPI shape of a keyset page: {"results": [item...], "next": cursor|null}."""
+    from drf_spectacular.utils import inline_serializer
+
+    name = item.__name__.removesuffix("Output")
+    return inline_serializer(
+        name=f"{name}Page",
+        fields={
+            "results": item(many=True),
+            "next": serializers.CharField(allow_null=True, help_text="Cursor of the next page, or null."),
+        },
+    )

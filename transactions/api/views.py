@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from bankcore.api.pagination import KeysetPagination
 from bankcore.idempotency import idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
+from transactions.api.fields import paginated
 from transactions.api.serializers import (
     BeneficiaryInput,
     BeneficiaryOutput,
@@ -80,12 +81,13 @@ class AccountHistory(APIView):
     keyset_ordering = ("-id",)
 
     @extend_schema(
+        operation_id="accounts_transactions_list",
         summary="An account's entries, newest first",
         parameters=[
             OpenApiParameter("since", str, description="ISO date/date-time, inclusive."),
             OpenApiParameter("until", str, description="ISO date/date-time, exclusive."),
         ],
-        responses=HistoryEntryOutput(many=True),
+        responses=paginated(HistoryEntryOutput),
     )
     def get(self, request: Request, account_id: Any) -> Response:
         account = customer_account(user=request.user, account_id=account_id)
@@ -143,7 +145,11 @@ class AccountStatement(APIView):
 class TransferListCreate(APIView):
     keyset_ordering = ("-id",)
 
-    @extend_schema(summary="Transfers the caller sent, newest first", responses=TransferOutput(many=True))
+    @extend_schema(
+        operation_id="transfers_list",
+        summary="Transfers the caller sent, newest first",
+        responses=paginated(TransferOutput),
+    )
     def get(self, request: Request) -> Response:
         return _paginate(self, request, customer_transfers(user=request.user), TransferOutput)
 
@@ -211,7 +217,9 @@ class Limits(APIView):
 class BeneficiaryListCreate(APIView):
     keyset_ordering = ("-id",)
 
-    @extend_schema(summary="The caller's saved payees", responses=BeneficiaryOutput(many=True))
+    @extend_schema(
+        operation_id="beneficiaries_list", summary="The caller's saved payees", responses=paginated(BeneficiaryOutput)
+    )
     def get(self, request: Request) -> Response:
         return _paginate(self, request, Beneficiary.objects.filter(owner=request.user), BeneficiaryOutput)
 
@@ -243,7 +251,11 @@ class BeneficiaryDetail(APIView):
 class StandingOrderListCreate(APIView):
     keyset_ordering = ("-id",)
 
-    @extend_schema(summary="The caller's standing orders", responses=StandingOrderOutput(many=True))
+    @extend_schema(
+        operation_id="standing_orders_list",
+        summary="The caller's standing orders",
+        responses=paginated(StandingOrderOutput),
+    )
     def get(self, request: Request) -> Response:
         return _paginate(self, request, StandingOrder.objects.filter(owner=request.user), StandingOrderOutput)
 
