@@ -30,11 +30,12 @@ import json
 import re
 import secrets
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -80,8 +81,10 @@ def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | No
 
     now = timezone.now()
     token = secrets.token_hex(16)
+    # Committed on its own (autocommit) before the work starts; a savepoint only if a caller's transaction is open.
+    claim_scope = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic():
+        with claim_scope:
             row = IdempotencyKey.objects.create(
                 user=user,
                 key=key,

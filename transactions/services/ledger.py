@@ -107,6 +107,11 @@ def post_transaction(
         created_at=now,
         posted_at=now,
     )
+    # The instances are at hand: spare callers (serializers) a lazy query each.
+    if source_account_id is not None and source_account_id in accounts:
+        journal.source_account = accounts[source_account_id]
+    if destination_account_id is not None and destination_account_id in accounts:
+        journal.destination_account = accounts[destination_account_id]
     entries = []
     for leg in legs:
         account = accounts[leg.account_id]
