@@ -272,6 +272,7 @@ CELERY_TASK_ROUTES = {
     "transactions.tasks.*": {"queue": "settlement"},
     "notifications.tasks.*": {"queue": "notifications"},
     "bankcore.tasks.*": {"queue": "maintenance"},
+    "accounts.tasks.*": {"queue": "maintenance"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -290,6 +291,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "bankcore.tasks.heartbeat", "schedule": timedelta(minutes=1)},
     "verify-audit-log-daily": {"task": "bankcore.tasks.verify_audit_log", "schedule": crontab(hour=3, minute=10)},
+    "purge-auth-records-daily": {"task": "accounts.tasks.purge_auth_records", "schedule": crontab(hour=3, minute=40)},
 }
 
 # --- Internationalisation -----------------------------------------------------------

@@ -43,3 +43,24 @@ def test_purge_deletes_only_what_can_never_be_used_again():
     assert TotpAuthenticator.objects.filter(user=device.user).exists()
     assert TotpAuthenticator.objects.filter(user=kept_user).exists()
     assert "device_challenges: 1 deleted" in out.getvalue()
+
+
+def test_daily_purge_task_is_scheduled_and_flushes_expired_jwt_records():
+    from django.conf import settings
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    from accounts.tasks import purge_auth_records
+
+    user = UserFactory()
+    OutstandingToken.objects.create(
+        user=user,
+        jti="expired-jti",
+        token="x",
+        created_at=timezone.now() - timedelta(days=60),
+        expires_at=timezone.now() - timedelta(days=30),
+    )
+    counts = purge_auth_records.apply().get()
+    assert set(counts) >= {"device_challenges", "mfa_challenges"}
+    assert not OutstandingToken.objects.filter(jti="expired-jti").exists()
+    entry = settings.CELERY_BEAT_SCHEDULE["purge-auth-records-daily"]
+    assert entry["task"] == "accounts.tasks.purge_auth_records"

@@ -96,6 +96,7 @@ def _production_env(**extra):
         SECRET_KEY="k" * 20 + "-production-secret-for-the-deploy-check-0123456789",
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/bankcore",
         ALLOWED_HOSTS="api.bank.example",
+        FIELD_ENCRYPTION_KEYS="Xe5FZ0dRYT4c9lAYhWx0RkAv6Vm8Xy3p1Kq2Lr7sT0U=",
     )
     env.update(extra)
     return env
