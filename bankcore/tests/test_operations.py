@@ -23,7 +23,7 @@ def test_openapi_schema_validates_and_documents_errors_and_auth(client):
     validate(schema)
     assert schema["openapi"].startswith("3.")
     assert "Error" in schema["components"]["schemas"]
-    assert "jwtAuth" in schema["components"].get("securitySchemes", {}) or not schema["paths"]
+    assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
 
 
 def test_swagger_ui_is_served(client):
