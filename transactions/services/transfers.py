@@ -16,6 +16,7 @@ from notifications.events import Event
 from notifications.services import notify
 from transactions.db import atomic_with_retry
 from transactions.exceptions import (
+    AccountFrozen,
     AccountNotFound,
     CurrencyMismatch,
     InsufficientFunds,
@@ -90,6 +91,8 @@ def transfer_create(
                 )
             if amount > limits.step_up_threshold:
                 # No second factor for a transfer that would fail anyway.
+                if source.status != BankAccount.Status.ACTIVE or target.status != BankAccount.Status.ACTIVE:
+                    raise AccountFrozen()
                 if amount > available_balance(source, source.held):
                     raise InsufficientFunds(
                         details={"available": format_amount(available_balance(source, source.held), currency)}
