@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -615,7 +615,7 @@ def incident_fanout_step(*, update_id: UUID | str, batch_size: int | None = None
         customers = incident_audience().order_by("pk")
         if update.fanout_cursor is not None:
             customers = customers.filter(pk__gt=update.fanout_cursor)
-        batch = list(customers.only("pk", "email", "phone")[:batch_size])
+        batch = [_Recipient(*row) for row in customers.values_list("pk", "email", "phone")[:batch_size]]
         now = timezone.now()
         key = f"incident:{update.pk}"
         rows = [
@@ -658,6 +658,12 @@ def incident_fanout_step(*, update_id: UUID | str, batch_size: int | None = None
             transaction.on_commit(partial(_enqueue_safely, [row.id for row in rows]))
     metrics.FANOUT_RECIPIENTS.inc(len(batch))
     return FanoutStep(recipients=len(batch), messages=len(rows), done=done)
+
+
+class _Recipient(NamedTuple):
+    pk: UUID
+    email: str
+    phone: str
 
 
 def incident_fanout_run(*, update_id: UUID | str) -> FanoutStep:
