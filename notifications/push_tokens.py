@@ -44,7 +44,7 @@ def active_push_targets(*, user_id: Any) -> list[PushTarget]:
     model = _device_model()
     if model is None:
         return []
-    rows = model.objects.filter(_active_filter(model), user_id=user_id).values_list("pk", "push_token")
+    rows = model.objects.filter(_active_filter(model), user_id=user_id).order_by("pk").values_list("pk", "push_token")
     return [PushTarget(device_id=str(pk), token=token) for pk, token in rows]
 
 

@@ -323,12 +323,17 @@ def notifications_sweep(*, stuck_after: float | None = None, batch: int = 10_000
     )
     if given_up:
         logger.warning("notifications sweep: %d in-doubt deliveries dead-lettered", given_up)
+    # `updated_at` is bumped on each re-enqueue, so a long backlog that is merely waiting
+    # in the broker is re-enqueued at most once per `stuck_after`, not on every sweep.
+    cutoff = now - timedelta(seconds=stuck_after)
     overdue = Delivery.objects.filter(
-        status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED],
-        next_attempt_at__lte=now - timedelta(seconds=stuck_after),
+        status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED], next_attempt_at__lte=cutoff, updated_at__lte=cutoff
     ).order_by("next_attempt_at")
     ids = list(overdue.values_list("pk", flat=True)[:batch])
     if ids:
+        Delivery.objects.filter(pk__in=ids, status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED]).update(
+            updated_at=now
+        )
         deliveries_enqueue(delivery_ids=ids)
     stalled = list(
         IncidentUpdate.objects.filter(

@@ -232,3 +232,46 @@ def providers_queue():
     from notifications.tests.conftest import QUEUE
 
     return QUEUE
+
+
+def test_push_retry_after_partial_failure_only_sends_to_devices_not_yet_reached(providers, notifications_worker):
+    user = UserFactory()
+    first = DeviceFactory(user=user, push_token="tok-first")
+    second = DeviceFactory(user=user, push_token="tok-second")
+    assert str(first.pk) < str(second.pk)
+    providers.push.script.extend([Answer(200, {"name": "projects/bankcore/messages/a"}), Answer(503, {})])
+
+    with transaction.atomic():
+        services.notify(user=user, event=Event.TRANSFER_SENT, context={"amount": "1.00", "currency": "EUR"})
+
+    row = wait_for(lambda: Delivery.objects.filter(user=user, channel="push", status="sent").first())
+    assert row.attempts == 2
+    assert [r.json["message"]["token"] for r in providers.push.received()] == ["tok-first", "tok-second"]
+    assert set(row.details["push_sent"]) == {str(first.pk), str(second.pk)}
+
+
+def test_sweep_requeues_a_waiting_row_once_per_window_not_every_run(providers, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.NOTIFICATIONS_QUEUE = "nobody-listens-here"
+    user = UserFactory()
+    with transaction.atomic():
+        services.notify(user=user, event=Event.PASSWORD_CHANGED, context={})
+    old = timezone.now() - timedelta(minutes=10)
+    Delivery.objects.filter(user=user).update(next_attempt_at=old, updated_at=old)
+
+    assert services.notifications_sweep(stuck_after=60).requeued == 3
+    assert services.notifications_sweep(stuck_after=60).requeued == 0
+
+
+def test_the_sweep_runs_on_beat_every_minute():
+    from django.conf import settings
+
+    from bankcore.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["notifications-sweep"]
+    assert entry["task"] == "notifications.tasks.sweep_notifications"
+    assert entry["schedule"].total_seconds() == 60
+    assert "notifications.tasks.sweep_notifications" in app.tasks
