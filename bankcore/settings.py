@@ -398,6 +398,9 @@ NOTIFICATIONS_FANOUT_BATCH_SIZE = env.int("NOTIFICATIONS_FANOUT_BATCH_SIZE", def
 # Incident messages per second across the fan-out (0 = as fast as the workers go).
 NOTIFICATIONS_FANOUT_RATE = env.float("NOTIFICATIONS_FANOUT_RATE", default=0.0)
 NOTIFICATIONS_STATUS_CACHE_SECONDS = env.int("NOTIFICATIONS_STATUS_CACHE_SECONDS", default=5)
+# Outage audiences: service -> dotted path of a callable returning a queryset of user ids.
+# An incident whose services are all mapped reaches only those customers; otherwise everyone.
+NOTIFICATIONS_SERVICE_AUDIENCES: dict[str, str] = {}
 NOTIFICATIONS_WORKER_METRICS_PORT = env.int("NOTIFICATIONS_WORKER_METRICS_PORT", default=0)
 CELERY_BEAT_SCHEDULE["notifications-sweep"] = {
     "task": "notifications.tasks.sweep_notifications",

@@ -24,8 +24,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from bankcore.audit import audit_record
 from bankcore.ids import uuid7
@@ -475,9 +476,22 @@ INCIDENT_CHANNELS: dict[str, tuple[str, ...]] = {
 }
 
 
-def incident_audience() -> Any:
-    """Customers an outage message goes to: every active customer (staff excluded)."""
-    return get_user_model().objects.filter(is_active=True, is_staff=False)
+def incident_audience(services: Iterable[str] = ()) -> Any:
+    """Customers an outage message goes to: active customers (staff excluded).
+
+    When every affected service is mapped in NOTIFICATIONS_SERVICE_AUDIENCES (service ->
+    dotted path of a callable returning a queryset of user ids, e.g. the customers with
+    legacy accounts), only those customers; otherwise everyone.
+    """
+    customers = get_user_model().objects.filter(is_active=True, is_staff=False)
+    mapping: dict[str, str] = settings.NOTIFICATIONS_SERVICE_AUDIENCES
+    services = list(services)
+    if not services or any(service not in mapping for service in services):
+        return customers
+    affected = Q()
+    for service in services:
+        affected |= Q(pk__in=import_string(mapping[service])())
+    return customers.filter(affected)
 
 
 def incident_declare(
@@ -561,7 +575,7 @@ def _post_update(*, incident: Incident, kind: str, message: str) -> IncidentUpda
         kind=kind,
         message=message,
         channels=list(INCIDENT_CHANNELS[incident.severity]),
-        recipients_total=incident_audience().count(),
+        recipients_total=incident_audience(incident.services).count(),
     )
     transaction.on_commit(partial(_enqueue_fanout, update.pk))
     transaction.on_commit(status_cache_clear)
@@ -617,7 +631,7 @@ def incident_fanout_step(*, update_id: UUID | str, batch_size: int | None = None
                 }
             ),
         )
-        customers = incident_audience().order_by("pk")
+        customers = incident_audience(incident.services).order_by("pk")
         if update.fanout_cursor is not None:
             customers = customers.filter(pk__gt=update.fanout_cursor)
         batch = [_Recipient(*row) for row in customers.values_list("pk", "email", "phone")[:batch_size]]

@@ -163,7 +163,8 @@ def test_declare_refuses_unknown_services_and_severities():
     assert not Incident.objects.exists()
 
 
-def test_fanout_step_is_exactly_once_even_if_run_again_on_the_same_batch():
+def test_fanout_step_is_exactly_once_even_if_run_again_on_the_same_batch(settings):
+    settings.NOTIFICATIONS_QUEUE = "nobody-listens-here"  # this test drives the steps itself
     make_customers(50, prefix="again")
     incident = services.incident_declare(title="t", message="m", severity="major", services=["app"])
     update = incident.updates.get()
@@ -176,3 +177,31 @@ def test_fanout_step_is_exactly_once_even_if_run_again_on_the_same_batch():
 
     assert [s.recipients for s in steps] == [20, 20, 10]
     assert again.messages == 100 and Delivery.objects.filter(incident_update=update).count() == 100
+
+
+def legacy_customer_ids():
+    """Stands in for the integrations' selector of customers with legacy accounts."""
+    return get_user_model().objects.filter(email__endswith="@legacy.example").values("pk")
+
+
+def test_incident_on_a_mapped_service_reaches_only_the_affected_customers(settings):
+    settings.NOTIFICATIONS_QUEUE = "nobody-listens-here"  # this test drives the steps itself
+    settings.NOTIFICATIONS_SERVICE_AUDIENCES = {
+        "legacy_accounts": "notifications.tests.test_incidents.legacy_customer_ids"
+    }
+    make_customers(5, prefix="modern")
+    User = get_user_model()
+    User.objects.create(email="old1@legacy.example", full_name="Old", phone="+4917000001", password="!")
+    User.objects.create(email="old2@legacy.example", full_name="Old", phone="+4917000002", password="!")
+
+    narrow = services.incident_declare(title="", message="m", severity="minor", services=["legacy_accounts"])
+    wide = services.incident_declare(title="", message="m", severity="minor", services=["legacy_accounts", "app"])
+    for incident in (narrow, wide):
+        update = incident.updates.get()
+        while not services.incident_fanout_step(update_id=update.pk, enqueue=False).done:
+            pass
+
+    narrow_to = set(Delivery.objects.filter(incident_update__incident=narrow).values_list("recipient", flat=True))
+    assert narrow_to == {"old1@legacy.example", "old2@legacy.example"}
+    assert narrow.updates.get().recipients_total == 2
+    assert Delivery.objects.filter(incident_update__incident=wide).count() == 7
