@@ -93,7 +93,7 @@ def balance_at(*, account: BankAccount, moment: datetime) -> int:
     return last.balance_after if last is not None else 0
 
 
-def statement_entries(*, account: BankAccount, start: datetime, end: datetime, chunk: int = 2000) -> Iterator[Entry]:
+def statement_entries(*, account: BankAccount, start: datetime, end: datetime, chunk: int = 500) -> Iterator[Entry]:
     """Every entry of [start, end) oldest first, fetched in keyset chunks (constant memory)."""
     last_id = 0
     base = account_history(account=account, since=start, until=end).order_by("id")
