@@ -368,8 +368,9 @@ def time_history_page(user_id: str, account_id: str, runs: int = 200) -> tuple[f
     _, pair = session_start(user=user, method=LoginSession.Method.PASSWORD, device=None)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
-    oldest = Entry.objects.filter(account_id=account_id).order_by("id").values_list("id", flat=True)[50]
-    deep = f"/api/v1/accounts/{account_id}/transactions?cursor={encode_cursor([oldest])}"
+    oldest = Entry.objects.filter(account_id=account_id).order_by("created_at", "id")[50]
+    cursor = encode_cursor([oldest.created_at.isoformat(), oldest.id])
+    deep = f"/api/v1/accounts/{account_id}/transactions?cursor={cursor}"
     first = f"/api/v1/accounts/{account_id}/transactions"
 
     def median_ms(path: str) -> float:

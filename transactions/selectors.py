@@ -40,6 +40,23 @@ def customer_account(*, user: Any, account_id: UUID | str) -> BankAccount:
     return account
 
 
+_BEFORE = "(transactions_entry.created_at, transactions_entry.id) < (%s, %s)"
+_AFTER = "(transactions_entry.created_at, transactions_entry.id) > (%s, %s)"
+
+
+def history_page(*, entries: QuerySet[Entry], before: tuple[datetime, int] | None, limit: int) -> list[Entry]:
+    """`limit` entries of one account, newest first, strictly older than the `before` cursor.
+
+    Ordered by (created_at, id) and bounded by a row comparison, which PostgreSQL turns
+    into one range scan of the (account, created_at, id) index: a page costs the same
+    at the millionth entry as at the first. (Ordering by id alone lets the planner pick
+    a backward primary-key scan that wades through other accounts' newer rows.)
+    """
+    if before is not None:
+        entries = entries.extra(where=[_BEFORE], params=list(before))  # noqa: S610 - fixed SQL, bound params
+    return list(entries.order_by("-created_at", "-id")[:limit])
+
+
 def account_history(
     *, account: BankAccount, since: datetime | None = None, until: datetime | None = None
 ) -> QuerySet[Entry]:
@@ -89,20 +106,28 @@ def customer_transfer(*, user: Any, transfer_id: UUID | str) -> Transaction:
 
 def balance_at(*, account: BankAccount, moment: datetime) -> int:
     """The account's balance just before `moment` (balance_after of the last earlier entry)."""
-    last = Entry.objects.filter(account=account, created_at__lt=moment).order_by("-id").first()
+    # Ordered like the (account, created_at, id) index, so the plan never walks other accounts' rows.
+    last = (
+        Entry.objects.filter(account=account, created_at__lt=moment)
+        .order_by("-created_at", "-id")
+        .only("balance_after")
+        .first()
+    )
     return last.balance_after if last is not None else 0
 
 
 def statement_entries(*, account: BankAccount, start: datetime, end: datetime, chunk: int = 500) -> Iterator[Entry]:
     """Every entry of [start, end) oldest first, fetched in keyset chunks (constant memory)."""
-    last_id = 0
-    base = account_history(account=account, since=start, until=end).order_by("id")
+    # Each chunk is one range scan of the (account, created_at, id) index from the last row seen.
+    base = account_history(account=account, since=start, until=end).order_by("created_at", "id")
+    last: tuple[datetime, int] | None = None
     while True:
-        batch = list(base.filter(id__gt=last_id)[:chunk])
+        page = base if last is None else base.extra(where=[_AFTER], params=list(last))  # noqa: S610
+        batch = list(page[:chunk])
         if not batch:
             return
         yield from batch
-        last_id = batch[-1].id
+        last = (batch[-1].created_at, batch[-1].id)
 
 
 def month_bounds(month: date) -> tuple[datetime, datetime]:

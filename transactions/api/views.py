@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from bankcore.api.pagination import KeysetPagination
+from bankcore.api.pagination import KeysetPagination, decode_cursor, encode_cursor, parse_limit
 from bankcore.idempotency import idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import paginated
@@ -39,6 +39,7 @@ from transactions.selectors import (
     customer_accounts,
     customer_transfer,
     customer_transfers,
+    history_page,
 )
 from transactions.services.limits import limits_for
 from transactions.services.payees import (
@@ -56,6 +57,12 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     required=True,
     description="1-255 printable characters; same key + same body replays the first response for 24 h.",
 )
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("cursor", str, description="Opaque cursor from the previous page's `next`."),
+    OpenApiParameter("limit", int, description="Page size, 1-100 (default 20)."),
+]
 
 
 def _paginate(view: APIView, request: Request, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
@@ -84,6 +91,7 @@ class AccountHistory(APIView):
         operation_id="accounts_transactions_list",
         summary="An account's entries, newest first",
         parameters=[
+            *PAGE_PARAMETERS,
             OpenApiParameter("since", str, description="ISO date/date-time, inclusive."),
             OpenApiParameter("until", str, description="ISO date/date-time, exclusive."),
         ],
@@ -94,7 +102,21 @@ class AccountHistory(APIView):
         entries = account_history(
             account=account, since=_time_param(request, "since"), until=_time_param(request, "until")
         )
-        return _paginate(self, request, entries, HistoryEntryOutput)
+        limit = parse_limit(request)
+        cursor = request.query_params.get("cursor")
+        before = None
+        if cursor:
+            created_at, entry_id = decode_cursor(cursor, 2)
+            moment = parse_datetime(created_at or "")
+            if moment is None or not str(entry_id).isdigit():
+                raise serializers.ValidationError({"cursor": ["Invalid cursor."]})
+            before = (moment, int(entry_id))
+        rows = history_page(entries=entries, before=before, limit=limit + 1)
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor([last.created_at.isoformat(), last.id])
+        return Response({"results": HistoryEntryOutput(rows[:limit], many=True).data, "next": next_cursor})
 
 
 class _JSONErrorsOnly(DefaultContentNegotiation):
@@ -147,6 +169,7 @@ class TransferListCreate(APIView):
 
     @extend_schema(
         operation_id="transfers_list",
+        parameters=PAGE_PARAMETERS,
         summary="Transfers the caller sent, newest first",
         responses=paginated(TransferOutput),
     )
@@ -218,7 +241,10 @@ class BeneficiaryListCreate(APIView):
     keyset_ordering = ("-id",)
 
     @extend_schema(
-        operation_id="beneficiaries_list", summary="The caller's saved payees", responses=paginated(BeneficiaryOutput)
+        operation_id="beneficiaries_list",
+        parameters=PAGE_PARAMETERS,
+        summary="The caller's saved payees",
+        responses=paginated(BeneficiaryOutput),
     )
     def get(self, request: Request) -> Response:
         return _paginate(self, request, Beneficiary.objects.filter(owner=request.user), BeneficiaryOutput)
@@ -253,6 +279,7 @@ class StandingOrderListCreate(APIView):
 
     @extend_schema(
         operation_id="standing_orders_list",
+        parameters=PAGE_PARAMETERS,
         summary="The caller's standing orders",
         responses=paginated(StandingOrderOutput),
     )

@@ -126,9 +126,9 @@ class Transaction(models.Model):
 class Entry(models.Model):
     """One leg of a transaction: a signed amount on one account. Never edited.
 
-    The id is a sequence: within one account it grows in posting order (entries of an
-    account are inserted under that account's row lock), so (account, id) orders an
-    account's history exactly as balance_after evolved.
+    Entries of an account are inserted under that account's row lock, with created_at
+    taken under it, so (account, created_at, id) orders an account's history as its
+    balance_after evolved.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -142,8 +142,7 @@ class Entry(models.Model):
     class Meta:
         verbose_name_plural = "entries"
         indexes = [
-            # History pages and statements: keyset on (account, id), range on (account, created_at).
-            models.Index(fields=["account", "-id"], name="entry_account_id"),
+            # History pages, statements and opening balances: one range scan from the cursor.
             models.Index(fields=["account", "created_at", "id"], name="entry_account_created"),
         ]
         constraints = [models.CheckConstraint(condition=~models.Q(amount=0), name="entry_amount_nonzero")]

@@ -53,7 +53,9 @@ WHERE kind <> 'internal' AND balance < -overdraft_limit
 """
 _LAST_BALANCE_AFTER = """
 SELECT a.id, a.iban, a.balance, e.balance_after FROM accounts_bankaccount a
-JOIN LATERAL (SELECT balance_after FROM transactions_entry WHERE account_id = a.id ORDER BY id DESC LIMIT 1) e ON true
+JOIN LATERAL (
+    SELECT balance_after FROM transactions_entry WHERE account_id = a.id ORDER BY created_at DESC, id DESC LIMIT 1
+) e ON true
 WHERE e.balance_after <> a.balance
 """
 _WRONG_CURRENCY = """
