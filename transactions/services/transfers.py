@@ -67,6 +67,7 @@ def transfer_create(
         source = accounts.get(source_account_id)
         if source is None or source.owner_id != user.pk:
             raise AccountNotFound()
+        source.owner = user
         target = next((account for account in accounts.values() if account.iban == destination_iban), None)
         if target is None or target.kind == BankAccount.Kind.INTERNAL or target.status == BankAccount.Status.CLOSED:
             raise UnknownDestination(details={"destination": ["No open account at this bank has this IBAN."]})
