@@ -97,9 +97,10 @@ def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | No
         return row, None
     except IntegrityError:
         pass
-    row = IdempotencyKey.objects.filter(user=user, key=key).first()
-    if row is None:  # expired and deleted in between: try once more
+    existing = IdempotencyKey.objects.filter(user=user, key=key).first()
+    if existing is None:  # expired and deleted in between: try once more
         return _claim(user=user, key=key, fingerprint=fingerprint)
+    row = existing
     if row.expires_at <= now:
         # Past its 24 hours but not yet swept: the key is free again.
         IdempotencyKey.objects.filter(pk=row.pk, expires_at__lte=now).delete()

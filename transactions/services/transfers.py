@@ -94,10 +94,9 @@ def transfer_create(
                 # No second factor for a transfer that would fail anyway.
                 if source.status != BankAccount.Status.ACTIVE or target.status != BankAccount.Status.ACTIVE:
                     raise AccountFrozen()
-                if amount > available_balance(source, source.held):
-                    raise InsufficientFunds(
-                        details={"available": format_amount(available_balance(source, source.held), currency)}
-                    )
+                available = available_balance(source, getattr(source, "held", 0))
+                if amount > available:
+                    raise InsufficientFunds(details={"available": format_amount(available, currency)})
                 # Raises StepUpRequired (403) unless the token is bound to exactly this amount and payee.
                 step_up_consume(
                     user=user,
