@@ -177,13 +177,15 @@ def standing_order_execute(*, order_id: UUID, due_date: date) -> StandingOrderEx
                 user=order.owner,
                 event=Event.STANDING_ORDER_FAILED,
                 context={
-                    "title": "Standing order not paid",
-                    "body": f"Your standing order of {format_amount(order.amount, order.currency)} {order.currency} "
-                    f"to {mask_iban(order.destination_iban)} due {due_date.isoformat()} failed: {exc.message}",
+                    "amount": format_amount(order.amount, order.currency),
+                    "currency": order.currency,
+                    "destination": mask_iban(order.destination_iban),
+                    "reason": exc.message,
                     "standing_order_id": str(order.pk),
                     "due_date": due_date.isoformat(),
-                    "reason": exc.code,
+                    "error_code": exc.code,
                 },
+                key=f"{order.pk}:{due_date.isoformat()}",
             )
             audit_record(
                 action="standing_order.failed",

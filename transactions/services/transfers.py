@@ -140,42 +140,34 @@ def transfer_create(
 def _notify_parties(
     *, journal: Transaction, source: BankAccount, target: BankAccount, before: int, limits_threshold: Any
 ) -> None:
+    """Tell both customers, inside the transfer's transaction (so only a posted transfer is announced).
+
+    Structured context for the notification templates; account numbers only masked.
+    `key` is the transfer id, so a transfer is announced at most once per event.
+    """
     currency = journal.currency
     amount_text = format_amount(journal.amount or 0, currency)
+    key = str(journal.pk)
+    shared = {"transfer_id": key, "amount": amount_text, "currency": currency, "description": journal.description}
     notify(
         user=source.owner,
         event=Event.TRANSFER_SENT,
-        context={
-            "title": "Money sent",
-            "body": f"You sent {amount_text} {currency} to {target.name} {mask_iban(target.iban)}.",
-            "transfer_id": str(journal.pk),
-            "amount": amount_text,
-            "currency": currency,
-            "to": mask_iban(target.iban),
-        },
+        context={**shared, "to": f"{target.name} {mask_iban(target.iban)}"},
+        key=key,
     )
     if target.owner_id is not None:
         notify(
             user=target.owner,
             event=Event.TRANSFER_RECEIVED,
-            context={
-                "title": "Money received",
-                "body": f"You received {amount_text} {currency} from {mask_iban(source.iban)}.",
-                "transfer_id": str(journal.pk),
-                "amount": amount_text,
-                "currency": currency,
-                "from": mask_iban(source.iban),
-            },
+            context={**shared, "from": mask_iban(source.iban)},
+            key=key,
         )
     if limits_threshold is not None and (journal.amount or 0) > limits_threshold.step_up_threshold:
         notify(
             user=source.owner,
             event=Event.LARGE_TRANSACTION,
-            context={
-                "title": "Large transfer",
-                "body": f"A transfer of {amount_text} {currency} left {mask_iban(source.iban)}.",
-                "transfer_id": str(journal.pk),
-            },
+            context={**shared, "account": mask_iban(source.iban)},
+            key=key,
         )
     low = int(Decimal(settings.LOW_BALANCE_ALERT).scaleb(exponent(currency)))
     if before >= low > source.balance:
@@ -183,8 +175,10 @@ def _notify_parties(
             user=source.owner,
             event=Event.LOW_BALANCE,
             context={
-                "title": "Low balance",
-                "body": f"{mask_iban(source.iban)} is down to {format_amount(source.balance, currency)} {currency}.",
+                "account": mask_iban(source.iban),
                 "account_id": str(source.pk),
+                "balance": format_amount(source.balance, currency),
+                "currency": currency,
             },
+            key=key,
         )
