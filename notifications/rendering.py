@@ -17,7 +17,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 
 # Keys whose string values are account or card identifiers: masked to the last 4.
-_ACCOUNT_KEY = re.compile(r"iban|account|number|card|pan|destination|source|counterparty|payee", re.I)
+_ACCOUNT_KEY = re.compile(r"iban|account|number|card|pan|destination|source|counterparty|payee|^to$|^from$", re.I)
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){10,30}\b")
 _LONG_DIGITS = re.compile(r"\d[\d ]{6,}\d")
 

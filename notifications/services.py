@@ -74,7 +74,8 @@ def notify(
     Atomic with the caller's transaction (a savepoint inside it). Channels come from the
     event's defaults and the user's preferences; security alerts always go out on every
     channel. `key` (optional) names the business event, e.g. a transfer id: the same
-    (event, key, user, channel) is recorded, and so sent, at most once. Returns the inbox rows.
+    (event, key, user, channel) is recorded, and so sent, at most once (the inbox row is
+    written per call). Returns the inbox rows.
     """
     event = Event(event)
     shown = safe_context(context or {})

@@ -17,6 +17,7 @@ def test_account_numbers_are_masked_to_the_last_four_anywhere_in_the_context():
             "counterparty": {"name": "Bob", "account": "GB33BUKB20201555555555"},
             "amount": {"amount": "12.50", "currency": "EUR"},
             "reference": "invoice 12345678",
+            "to": "0012345678",
         }
     )
     assert shown["iban"] == "****3000"
@@ -24,6 +25,7 @@ def test_account_numbers_are_masked_to_the_last_four_anywhere_in_the_context():
     assert shown["account_number"] == "****8901"
     assert shown["counterparty"] == {"name": "Bob", "account": "****5555"}
     assert shown["amount"] == "12.50 EUR"
+    assert shown["to"] == "****5678"
     assert shown["reference"] == "invoice 12345678"  # not an account field: a reference stays readable
     assert mask_account("1234") == "1234"
 
