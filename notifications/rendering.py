@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,12 +128,18 @@ def _render(event: str, part: str, context: dict[str, Any], fallback: str | None
         return fallback
 
 
-def render_event(event: str, context: dict[str, Any], *, language: str | None = None) -> Rendered:
+def render_event(
+    event: str, context: dict[str, Any], *, language: str | None = None, channels: Iterable[str] | None = None
+) -> Rendered:
     """Title, plain body, HTML body, SMS text and push text for `event`.
 
     `context` must already be passed through `safe_context`. Templates use structured keys
     when present (amount, currency, to, ...), else the caller's `body`, else a generic text.
+    With `channels`, the HTML part is rendered only for e-mail and the SMS text only for
+    SMS (empty otherwise): notify() runs inside callers' transactions, so it does no more
+    than needed.
     """
+    wanted = set(channels) if channels is not None else {"email", "sms"}
     ctx = {"bank_name": settings.BANK_NAME, "support_phone": settings.SUPPORT_PHONE, **context}
     with translation.override(language or settings.LANGUAGE_CODE):
         # A caller's own title wins (it knows the case); the template is the localized default.
@@ -142,12 +149,18 @@ def render_event(event: str, context: dict[str, Any], *, language: str | None = 
         template_title = _render(event, "title.txt", ctx, fallback=generic)
         title = " ".join((given if isinstance(given, str) and given.strip() else template_title).split())
         body = _render(event, "body.txt", ctx, fallback=str(context.get("body") or ""))
-        sms = _render(event, "sms.txt", ctx, fallback=f"{settings.BANK_NAME}: {title}. {body}")
-        html = render_to_string("notifications/email.html", {**ctx, "title": title, "body": body})
+        sms = (
+            _render(event, "sms.txt", ctx, fallback=f"{settings.BANK_NAME}: {title}. {body}") if "sms" in wanted else ""
+        )
+        html = (
+            render_to_string("notifications/email.html", {**ctx, "title": title, "body": body})
+            if "email" in wanted
+            else ""
+        )
     return Rendered(
         title=title[:200],
         body=body,
         html=html,
-        sms=fit_sms(sms, settings.NOTIFICATIONS_SMS_MAX_SEGMENTS),
+        sms=fit_sms(sms, settings.NOTIFICATIONS_SMS_MAX_SEGMENTS) if sms else "",
         push_body=" ".join(body.split())[:240],
     )

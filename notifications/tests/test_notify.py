@@ -82,3 +82,24 @@ def test_quiet_hours_hold_back_marketing_only():
 def test_unknown_event_is_refused():
     with pytest.raises(ValueError):
         services.notify(user=UserFactory(), event="not_an_event", context={})
+
+
+@pytest.mark.redis
+def test_notifications_of_one_transaction_are_published_to_the_broker_once(
+    django_capture_on_commit_callbacks, settings
+):
+    from bankcore.celery import app
+
+    queue = f"notify-publish-test-{UserFactory._meta.model.objects.count()}-{id(settings)}"
+    settings.NOTIFICATIONS_QUEUE = queue
+    sender, recipient = UserFactory(), UserFactory()
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        services.notify(user=sender, event=Event.TRANSFER_SENT, context={"amount": "5.00"})
+        services.notify(user=recipient, event=Event.TRANSFER_RECEIVED, context={"amount": "5.00"})
+
+    assert len(callbacks) == 1
+    with app.connection_for_write() as conn:
+        waiting = conn.default_channel.queue_declare(queue, passive=True).message_count
+        conn.default_channel.queue_purge(queue)
+    assert waiting == 1  # one deliver_many task carrying both customers' push deliveries
