@@ -430,6 +430,10 @@ CELERY_BEAT_SCHEDULE["verify-ledger-daily"] = {
     "task": "transactions.tasks.verify_ledger",
     "schedule": crontab(hour=2, minute=40),
 }
+CELERY_BEAT_SCHEDULE["ledger-notices-sweep"] = {
+    "task": "transactions.tasks.sweep_ledger_notices",
+    "schedule": timedelta(seconds=60),
+}
 
 # --- identity -----------------------------------------------------------------------
 # Bearer JWTs whose login session must still be live (logout, refresh-token reuse,

@@ -33,3 +33,19 @@ def verify_ledger() -> dict:
     if not report.ok:
         ledger_alert_staff(report=report, staff=get_user_model().objects.filter(is_staff=True, is_active=True))
     return {"ok": report.ok, "violations": len(report.violations), "transactions": report.transactions}
+
+
+@shared_task(acks_late=True)
+def send_ledger_notices(notice_id: int) -> bool:
+    """After a posting commits: turn its queued alerts into notifications (once)."""
+    from transactions.services.notices import notices_send
+
+    return notices_send(notice_id=notice_id)
+
+
+@shared_task
+def sweep_ledger_notices() -> int:
+    """Beat: send alerts whose task was lost (broker down at commit, worker crash)."""
+    from transactions.services.notices import notices_sweep
+
+    return notices_sweep()

@@ -15,6 +15,7 @@ from accounts.services.bank_accounts import bank_account_open
 from bankcore.api.pagination import KeysetPagination
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import paginated
+from transactions.api.views import PAGE_PARAMETERS
 from transactions.selectors import customer_account, customer_accounts
 from transactions.services.ledger import available_balance
 
@@ -52,6 +53,7 @@ class BankAccountListCreate(APIView):
 
     @extend_schema(
         operation_id="accounts_list",
+        parameters=PAGE_PARAMETERS,
         responses=paginated(BankAccountOutput),
         summary="The caller's accounts, newest first",
     )

@@ -2,6 +2,7 @@ from transactions.models.adjustments import AdjustmentRequest
 from transactions.models.idempotency import IdempotencyKey
 from transactions.models.ledger import Entry, Hold, Transaction
 from transactions.models.limits import CustomerLimit
+from transactions.models.notices import LedgerNotice
 from transactions.models.payees import Beneficiary, StandingOrder, StandingOrderExecution
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Entry",
     "Hold",
     "IdempotencyKey",
+    "LedgerNotice",
     "StandingOrder",
     "StandingOrderExecution",
     "Transaction",

@@ -15,9 +15,9 @@ from bankcore.api.exceptions import BankError
 from bankcore.audit import audit_record
 from bankcore.money import format_amount
 from notifications.events import Event
-from notifications.services import notify
 from transactions.exceptions import AccountNotFound, CurrencyMismatch, SameAccount, UnknownDestination
 from transactions.models import Beneficiary, StandingOrder, StandingOrderExecution, Transaction
+from transactions.services.notices import notice, notices_queue
 from transactions.services.transfers import mask_iban, transfer_create
 
 
@@ -173,19 +173,24 @@ def standing_order_execute(*, order_id: UUID, due_date: date) -> StandingOrderEx
         except BankError as exc:
             execution.outcome = StandingOrderExecution.Outcome.FAILED
             execution.error_code = exc.code
-            notify(
-                user=order.owner,
-                event=Event.STANDING_ORDER_FAILED,
-                context={
-                    "amount": format_amount(order.amount, order.currency),
-                    "currency": order.currency,
-                    "destination": mask_iban(order.destination_iban),
-                    "reason": exc.message,
-                    "standing_order_id": str(order.pk),
-                    "due_date": due_date.isoformat(),
-                    "error_code": exc.code,
-                },
-                key=f"{order.pk}:{due_date.isoformat()}",
+            notices_queue(
+                journal=None,
+                notices=[
+                    notice(
+                        user_id=order.owner_id,
+                        event=Event.STANDING_ORDER_FAILED,
+                        context={
+                            "amount": format_amount(order.amount, order.currency),
+                            "currency": order.currency,
+                            "destination": mask_iban(order.destination_iban),
+                            "reason": exc.message,
+                            "standing_order_id": str(order.pk),
+                            "due_date": due_date.isoformat(),
+                            "error_code": exc.code,
+                        },
+                        key=f"{order.pk}:{due_date.isoformat()}",
+                    )
+                ],
             )
             audit_record(
                 action="standing_order.failed",

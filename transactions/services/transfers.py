@@ -13,7 +13,6 @@ from accounts.services.step_up import step_up_consume
 from bankcore.audit import audit_record
 from bankcore.money import exponent, format_amount
 from notifications.events import Event
-from notifications.services import notify
 from transactions.db import atomic_with_retry
 from transactions.exceptions import (
     AccountFrozen,
@@ -28,6 +27,7 @@ from transactions.lock_objects import bank_accounts_for_update, customer_lock
 from transactions.models import Transaction
 from transactions.services.ledger import Leg, available_balance, post_transaction
 from transactions.services.limits import limits_for
+from transactions.services.notices import notice, notices_queue
 
 STEP_UP_PURPOSE = "transfer"
 
@@ -140,7 +140,8 @@ def transfer_create(
 def _notify_parties(
     *, journal: Transaction, source: BankAccount, target: BankAccount, before: int, limits_threshold: Any
 ) -> None:
-    """Tell both customers, inside the transfer's transaction (so only a posted transfer is announced).
+    """Queue both customers' alerts in the transfer's transaction (so only a posted transfer
+    is announced); they are rendered and delivered after COMMIT, outside the row locks.
 
     Structured context for the notification templates; account numbers only masked.
     `key` is the transfer id, so a transfer is announced at most once per event.
@@ -149,36 +150,45 @@ def _notify_parties(
     amount_text = format_amount(journal.amount or 0, currency)
     key = str(journal.pk)
     shared = {"transfer_id": key, "amount": amount_text, "currency": currency, "description": journal.description}
-    notify(
-        user=source.owner,
-        event=Event.TRANSFER_SENT,
-        context={**shared, "to": f"{target.name} {mask_iban(target.iban)}"},
-        key=key,
-    )
-    if target.owner_id is not None:
-        notify(
-            user=target.owner,
-            event=Event.TRANSFER_RECEIVED,
-            context={**shared, "from": mask_iban(source.iban)},
+    notices = [
+        notice(
+            user_id=source.owner_id,
+            event=Event.TRANSFER_SENT,
+            context={**shared, "to": f"{target.name} {mask_iban(target.iban)}"},
             key=key,
         )
+    ]
+    if target.owner_id is not None:
+        notices.append(
+            notice(
+                user_id=target.owner_id,
+                event=Event.TRANSFER_RECEIVED,
+                context={**shared, "from": mask_iban(source.iban)},
+                key=key,
+            )
+        )
     if limits_threshold is not None and (journal.amount or 0) > limits_threshold.step_up_threshold:
-        notify(
-            user=source.owner,
-            event=Event.LARGE_TRANSACTION,
-            context={**shared, "account": mask_iban(source.iban)},
-            key=key,
+        notices.append(
+            notice(
+                user_id=source.owner_id,
+                event=Event.LARGE_TRANSACTION,
+                context={**shared, "account": mask_iban(source.iban)},
+                key=key,
+            )
         )
     low = int(Decimal(settings.LOW_BALANCE_ALERT).scaleb(exponent(currency)))
     if before >= low > source.balance:
-        notify(
-            user=source.owner,
-            event=Event.LOW_BALANCE,
-            context={
-                "account": mask_iban(source.iban),
-                "account_id": str(source.pk),
-                "balance": format_amount(source.balance, currency),
-                "currency": currency,
-            },
-            key=key,
+        notices.append(
+            notice(
+                user_id=source.owner_id,
+                event=Event.LOW_BALANCE,
+                context={
+                    "account": mask_iban(source.iban),
+                    "account_id": str(source.pk),
+                    "balance": format_amount(source.balance, currency),
+                    "currency": currency,
+                },
+                key=key,
+            )
         )
+    notices_queue(journal=journal, notices=notices)

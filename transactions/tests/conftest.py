@@ -25,3 +25,12 @@ def client_for(user) -> APIClient:
 @pytest.fixture
 def customer_client(customer):
     return client_for(customer)
+
+
+def send_pending_notices() -> int:
+    """What the Celery task does after COMMIT: turn queued ledger alerts into notifications."""
+    from datetime import timedelta
+
+    from transactions.services.notices import notices_sweep
+
+    return notices_sweep(older_than=timedelta(0))

@@ -10,7 +10,7 @@ from accounts.models import BankAccount
 from notifications.models import Notification
 from transactions.models import CustomerLimit, IdempotencyKey, Transaction
 from transactions.services.verify import ledger_verify
-from transactions.tests.conftest import client_for
+from transactions.tests.conftest import client_for, send_pending_notices
 from transactions.tests.factories import CustomerFactory, open_account
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -42,6 +42,7 @@ def test_transfer_posts_and_moves_both_balances(customer, customer_client, accou
     assert (source.balance, destination.balance) == (500_000 - 1_250, 1_250)
     assert customer_client.get(f"/api/v1/transfers/{body['id']}").json() == body
     assert customer_client.get("/api/v1/transfers").json()["results"] == [body]
+    send_pending_notices()
     assert Notification.objects.filter(user=customer, event="transfer_sent").exists()
     received = Notification.objects.get(user=destination.owner, event="transfer_received")
     assert destination.iban not in received.body and source.iban not in received.body

@@ -11,6 +11,7 @@ from transactions.models import StandingOrder, StandingOrderExecution, Transacti
 from transactions.services.payees import due_on_or_after, standing_order_execute, standing_orders_run_due
 from transactions.services.verify import ledger_verify
 from transactions.tasks import run_standing_orders
+from transactions.tests.conftest import send_pending_notices
 from transactions.tests.factories import CustomerFactory, open_account
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -120,6 +121,7 @@ def test_failed_execution_is_recorded_and_the_customer_notified(customer, custom
     execution = standing_order_execute(order_id=order.pk, due_date=order.next_due)
     assert execution.outcome == "failed" and execution.error_code == "insufficient_funds"
     assert StandingOrderExecution.objects.filter(order=order).count() == 1
+    send_pending_notices()
     notice = Notification.objects.get(user=customer, event="standing_order_failed")
     assert destination.iban not in notice.body and destination.iban[-4:] in notice.body
     source.refresh_from_db()

@@ -10,6 +10,7 @@ from notifications.models import Notification
 from transactions.models import StandingOrder, Transaction
 from transactions.services.transfers import transfer_create
 from transactions.tasks import verify_ledger
+from transactions.tests.conftest import send_pending_notices
 from transactions.tests.factories import CustomerFactory, open_account
 
 
@@ -44,6 +45,7 @@ def test_low_balance_and_large_transfer_alerts_mask_account_numbers(customer):
         currency="EUR",
         step_up_token=token,
     )
+    send_pending_notices()
     events = set(Notification.objects.filter(user=customer).values_list("event", flat=True))
     assert {"transfer_sent", "large_transaction", "low_balance"} <= events
     for notice in Notification.objects.all():

@@ -1,0 +1,64 @@
+"""Ledger alerts: queued with the posting, sent once after COMMIT, never for a refused transfer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from notifications.models import Notification
+from transactions.exceptions import InsufficientFunds
+from transactions.models import LedgerNotice
+from transactions.services.notices import notices_send
+from transactions.services.transfers import transfer_create
+from transactions.tests.conftest import client_for, send_pending_notices
+from transactions.tests.factories import CustomerFactory, open_account
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_alerts_are_queued_with_the_transfer_and_sent_exactly_once(customer):
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    journal = transfer_create(
+        user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=500, currency="EUR"
+    )
+    row = LedgerNotice.objects.get(transaction=journal)
+    assert [item["event"] for item in row.notices] == ["transfer_sent", "transfer_received"]
+    assert Notification.objects.count() == 0  # not rendered inside the locked transaction
+    assert notices_send(notice_id=row.pk) is True
+    assert notices_send(notice_id=row.pk) is False  # a re-delivered task sends nothing twice
+    assert sorted(Notification.objects.values_list("event", flat=True)) == ["transfer_received", "transfer_sent"]
+    assert send_pending_notices() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_refused_transfer_queues_no_alert(customer):
+    source, destination = open_account(customer, balance=100), open_account(CustomerFactory())
+    with pytest.raises(InsufficientFunds):
+        transfer_create(
+            user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=500, currency="EUR"
+        )
+    assert LedgerNotice.objects.count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_posted_transfer_reaches_both_inboxes_through_a_real_worker(celery_worker_process):
+    sender, recipient = CustomerFactory(), CustomerFactory()
+    source, destination = open_account(sender, balance=10_000), open_account(recipient)
+    response = client_for(sender).post(
+        "/api/v1/transfers",
+        {"source_account": str(source.pk), "destination": destination.iban, "amount": "7.00", "currency": "EUR"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="inbox-1",
+    )
+    assert response.status_code == 201
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and Notification.objects.filter(event__startswith="transfer_").count() < 2:
+        time.sleep(0.2)
+    assert Notification.objects.get(user=sender, event="transfer_sent").body.startswith("You sent 7.00 EUR")
+    assert Notification.objects.get(user=recipient, event="transfer_received")
+    assert LedgerNotice.objects.get().sent_at is not None
