@@ -77,7 +77,11 @@ class EmailProvider:
         try:
             message.send(fail_silently=False)
         except smtplib.SMTPRecipientsRefused as exc:
-            raise PermanentProviderError(f"recipient refused: {exc.recipients}") from exc
+            codes = [code for code, _ in exc.recipients.values()]
+            error = f"recipient refused: {exc.recipients}"
+            if codes and all(500 <= code < 600 for code in codes):
+                raise PermanentProviderError(error) from exc
+            raise TransientProviderError(error) from exc  # 4xx: greylisting, mailbox busy
         except smtplib.SMTPResponseException as exc:
             error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
             if 500 <= exc.smtp_code < 600:

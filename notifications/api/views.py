@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -94,5 +95,5 @@ class StatusView(APIView):
     @extend_schema(operation_id="service_status", auth=[], responses={200: OpenApiResponse(StatusOut)})
     def get(self, request: Request) -> Response:
         response = Response(selectors.service_status())
-        response["Cache-Control"] = "public, max-age=5"
+        response["Cache-Control"] = f"public, max-age={settings.NOTIFICATIONS_STATUS_CACHE_SECONDS}"
         return response

@@ -25,9 +25,17 @@ from bankcore.testing import free_port
 class SmtpSink:
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
+        self.rcpt_answers: dict[str, str] = {}  # address -> SMTP reply to RCPT TO, e.g. "550 ..."
         self.lock = threading.Lock()
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        answer = self.rcpt_answers.get(address)
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -45,6 +53,7 @@ class SmtpSink:
     def reset(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.rcpt_answers.clear()
 
     def to(self, address: str) -> list[email.message.EmailMessage]:
         with self.lock:

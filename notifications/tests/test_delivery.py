@@ -275,3 +275,26 @@ def test_the_sweep_runs_on_beat_every_minute():
     assert entry["task"] == "notifications.tasks.sweep_notifications"
     assert entry["schedule"].total_seconds() == 60
     assert "notifications.tasks.sweep_notifications" in app.tasks
+
+
+def test_smtp_refused_recipient_is_dead_and_temporary_refusal_is_retried(providers, settings):
+    settings.NOTIFICATIONS_QUEUE = "nobody-listens-here"  # this test sends in-process
+    refused, greylisted = UserFactory(email="nobody@example.com"), UserFactory(email="grey@example.com")
+    providers.smtp.rcpt_answers.update(
+        {"nobody@example.com": "550 5.1.1 no such mailbox", "grey@example.com": "451 4.7.1 try again later"}
+    )
+    with transaction.atomic():
+        services.notify(user=refused, event=Event.PASSWORD_CHANGED, context={})
+        services.notify(user=greylisted, event=Event.PASSWORD_CHANGED, context={})
+    dead = Delivery.objects.get(user=refused, channel="email")
+    retried = Delivery.objects.get(user=greylisted, channel="email")
+
+    assert services.delivery_send(delivery_id=dead.pk) == "dead"
+    assert services.delivery_send(delivery_id=retried.pk) == "failed"
+    retried.refresh_from_db()
+    assert retried.status == "failed" and "451" in retried.last_error
+
+    providers.smtp.rcpt_answers.clear()
+    Delivery.objects.filter(pk=retried.pk).update(next_attempt_at=retried.created_at)
+    assert services.delivery_send(delivery_id=retried.pk) == "sent"
+    assert [m["To"] for m in providers.smtp.messages] == ["grey@example.com"]
