@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time as monotonic_clock
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -277,6 +278,22 @@ def delivery_send(*, delivery_id: UUID | str) -> str:
         logger.exception("provider crashed for delivery %s", delivery.pk)
         return _fail(delivery, f"unexpected error: {exc!r}")
     return _finish(delivery, Delivery.Status.SENT, message_id=message_id)
+
+
+def deliveries_send(*, delivery_ids: Sequence[UUID | str], budget_seconds: float = 60.0) -> int:
+    """Send a chunk of deliveries one by one; returns how many were sent.
+
+    Stops after `budget_seconds` (slow or timing-out providers) and enqueues the rest as
+    a new task, so a chunk never runs into the worker's time limit mid-send.
+    """
+    deadline = monotonic_clock.monotonic() + budget_seconds
+    sent = 0
+    for position, delivery_id in enumerate(delivery_ids):
+        if monotonic_clock.monotonic() > deadline:
+            _enqueue_safely([UUID(str(i)) for i in delivery_ids[position:]])
+            break
+        sent += delivery_send(delivery_id=delivery_id) == Delivery.Status.SENT
+    return sent
 
 
 def _fail(delivery: Delivery, error: str) -> str:

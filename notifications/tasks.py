@@ -18,7 +18,7 @@ def deliver(delivery_id: str) -> str:
 
 @shared_task(name="notifications.tasks.deliver_many", ignore_result=True)
 def deliver_many(delivery_ids: list[str]) -> int:
-    return sum(services.delivery_send(delivery_id=i) == "sent" for i in delivery_ids)
+    return services.deliveries_send(delivery_ids=delivery_ids)
 
 
 @shared_task(name="notifications.tasks.fanout_incident_update", ignore_result=True)

@@ -298,3 +298,25 @@ def test_smtp_refused_recipient_is_dead_and_temporary_refusal_is_retried(provide
     Delivery.objects.filter(pk=retried.pk).update(next_attempt_at=retried.created_at)
     assert services.delivery_send(delivery_id=retried.pk) == "sent"
     assert [m["To"] for m in providers.smtp.messages] == ["grey@example.com"]
+
+
+def test_a_chunk_over_its_time_budget_hands_the_rest_to_a_new_task(providers, settings):
+    from bankcore.celery import app
+
+    queue = "notifications-budget-test"
+    settings.NOTIFICATIONS_QUEUE = queue
+    users = [UserFactory() for _ in range(3)]
+    with transaction.atomic():
+        for user in users:
+            services.notify(user=user, event=Event.PASSWORD_CHANGED, context={})
+    ids = list(Delivery.objects.filter(channel="sms").order_by("pk").values_list("pk", flat=True))
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(queue)
+
+    sent = services.deliveries_send(delivery_ids=[str(i) for i in ids], budget_seconds=-1)
+
+    with app.connection_for_write() as conn:
+        waiting = conn.default_channel.queue_declare(queue, passive=True).message_count
+        conn.default_channel.queue_purge(queue)
+    assert sent == 0 and waiting == 1
+    assert set(Delivery.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"queued"}
