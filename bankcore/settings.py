@@ -394,6 +394,12 @@ NOTIFICATIONS_RETRY_MAX_SECONDS = env.float("NOTIFICATIONS_RETRY_MAX_SECONDS", d
 NOTIFICATIONS_STUCK_AFTER_SECONDS = env.float("NOTIFICATIONS_STUCK_AFTER_SECONDS", default=120.0)
 # A `sending` row whose worker vanished is given up after this lease (outcome unknown).
 NOTIFICATIONS_SEND_LEASE_SECONDS = env.float("NOTIFICATIONS_SEND_LEASE_SECONDS", default=300.0)
+# Channels whose outcome-unknown sends are re-sent with the same idempotency/message key
+# (the provider or device dedupes); the others are dead-lettered (SMTP has no idempotency).
+NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME = {
+    channel: channel in env.list("NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME", default=["sms", "push"])
+    for channel in ("email", "sms", "push")
+}
 NOTIFICATIONS_FANOUT_BATCH_SIZE = env.int("NOTIFICATIONS_FANOUT_BATCH_SIZE", default=500)
 # Incident messages per second across the fan-out (0 = as fast as the workers go).
 NOTIFICATIONS_FANOUT_RATE = env.float("NOTIFICATIONS_FANOUT_RATE", default=0.0)

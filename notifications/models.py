@@ -65,6 +65,11 @@ class Delivery(models.Model):
     last_error = models.TextField(blank=True)
     provider_message_id = models.CharField(max_length=200, blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="Per-channel facts: SMS segments, push devices.")
+    # Times the sweep re-sent this row because a worker died mid-send (outcome unknown),
+    # with the same idempotency key / message key so the provider or device dedupes it.
+    unknown_outcome_resends = models.PositiveSmallIntegerField(
+        default=0, help_text="Re-sent after a worker died mid-send (outcome unknown), same idempotency key."
+    )
     incident_update = models.ForeignKey(
         "IncidentUpdate", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
     )

@@ -7,6 +7,7 @@ provider's message id or raises `TransientProviderError` (retry later) or
 
 from __future__ import annotations
 
+import hashlib
 import json
 import smtplib
 import uuid
@@ -59,11 +60,22 @@ def _append_jsonl(name: str, record: dict[str, Any]) -> None:
 
 
 # --- e-mail -----------------------------------------------------------------------------
+def email_message_id(delivery: Any) -> str:
+    """The Message-ID of a delivery row: the same for every attempt and resend of it."""
+    return f"<{delivery.id}@{settings.BANK_CODE}.bankcore>"
+
+
 class EmailProvider:
-    """Django's e-mail backend (SMTP in production, files in var/outbox/email by default)."""
+    """Django's e-mail backend (SMTP in production, files in var/outbox/email by default).
+
+    SMTP has no idempotency: a message whose send was cut off may or may not have been
+    accepted. Each delivery row has one stable Message-ID (every attempt and resend of the
+    row carries the same one), so a second copy can be recognised and dropped by mail
+    stores and clients that de-duplicate on it.
+    """
 
     def send(self, delivery: Any) -> str:
-        message_id = f"<{delivery.id}@{settings.BANK_CODE}.bankcore>"
+        message_id = email_message_id(delivery)
         message = EmailMultiAlternatives(
             subject=delivery.subject,
             body=delivery.body,
@@ -96,8 +108,10 @@ class EmailProvider:
 class HttpSmsProvider:
     """An SMS gateway's REST API: POST {SMS_API_URL}/messages with JSON {to, from, text}.
 
-    Bearer token auth; our delivery key travels as `Idempotency-Key`. 2xx answers
-    `{"id": ...}`; 408/429/5xx are retried; any other 4xx (invalid number) is final.
+    Bearer token auth; our delivery key travels as `Idempotency-Key` on every attempt of
+    the same row, so a gateway that honours it answers a repeat with the first message's
+    id instead of sending it again. 2xx answers `{"id": ...}`; 408/429/5xx are retried;
+    any other 4xx (invalid number) is final.
     """
 
     def send(self, delivery: Any) -> str:
@@ -189,19 +203,37 @@ class _InvalidToken(Exception):
     pass
 
 
+def push_message_key(delivery: Any) -> str:
+    """A stable key per delivery row: 32 hex characters of SHA-256 of the delivery key.
+
+    Short and plain enough for every FCM v1 slot that collapses duplicates on the device:
+    Android `notification.tag`, APNs `apns-collapse-id` (<= 64 bytes), Web Push `Topic`
+    (<= 32 URL-safe characters). A resend of the same row carries the same key.
+    """
+    return hashlib.sha256(delivery.delivery_key.encode()).hexdigest()[:32]
+
+
 class FcmPushProvider(_PushProviderBase):
     """FCM HTTP v1: POST {PUSH_API_URL}/v1/projects/{PUSH_PROJECT_ID}/messages:send.
 
     An UNREGISTERED / INVALID_ARGUMENT (404/400) answer deactivates that device's token.
+    FCM has no idempotency key, so a resend is delivered again; every message therefore
+    carries the delivery's stable key as the Android notification tag, the APNs collapse
+    id and the Web Push topic (the device replaces the notification it shows instead of
+    showing a second one) and as `data.message_key` (for the app to drop repeats).
     """
 
     def send_one(self, delivery: Any, token: str) -> str:
         url = f"{settings.PUSH_API_URL.rstrip('/')}/v1/projects/{settings.PUSH_PROJECT_ID}/messages:send"
+        key = push_message_key(delivery)
         payload: dict[str, Any] = {
             "message": {
                 "token": token,
                 "notification": {"title": delivery.subject, "body": delivery.body},
-                "data": {"event": delivery.event, "delivery_id": str(delivery.id)},
+                "data": {"event": delivery.event, "delivery_id": str(delivery.id), "message_key": key},
+                "android": {"collapse_key": key, "notification": {"tag": key}},
+                "apns": {"headers": {"apns-collapse-id": key}},
+                "webpush": {"headers": {"Topic": key}},
             }
         }
         try:

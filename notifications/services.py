@@ -251,10 +251,12 @@ def retry_delay(attempt: int) -> float:
 def delivery_send(*, delivery_id: UUID | str) -> str:
     """Send one delivery if it is due; returns the outcome (sent/failed/dead/skipped).
 
-    At most once: the row is claimed by one conditional UPDATE (queued/failed -> sending),
-    so a task that runs twice, or two workers, send it once. A worker lost mid-send
-    leaves the row `sending`; the sweep gives it up as dead (outcome unknown) rather
-    than risk a second copy.
+    The row is claimed by one conditional UPDATE (queued/failed -> sending), so a task
+    that runs twice, or two workers, send it once. A worker lost mid-send leaves the row
+    `sending`; when its lease runs out the sweep either re-sends it with the same
+    idempotency key (channels in NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME: the provider or
+    device dedupes, so exactly once) or dead-letters it as outcome unknown (e-mail by
+    default: at most once). The outcome is recorded only by the claim that sent it.
     """
     now = timezone.now()
     claimed = Delivery.objects.filter(
@@ -321,7 +323,11 @@ def _finish(
         changes.update(sent_at=now, provider_message_id=message_id[:200])
     if next_attempt_at is not None:
         changes["next_attempt_at"] = next_attempt_at
-    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(**changes)
+    # `attempts` identifies this claim: a worker that outlived its lease (the sweep already
+    # handed the row to another send) must not overwrite that send's outcome.
+    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, attempts=delivery.attempts).update(
+        **changes
+    )
     counters: dict[str, Any] = {Delivery.Status.SENT: metrics.SENT, Delivery.Status.FAILED: metrics.FAILED}
     counter = counters.get(status, metrics.DEAD)
     counter.labels(channel=delivery.channel).inc()
@@ -350,6 +356,7 @@ class SweepResult:
     requeued: int
     given_up: int
     fanouts_resumed: int
+    resent: int = 0  # in-doubt sends handed back for a resend with the same idempotency key
 
 
 def notifications_sweep(*, stuck_after: float | None = None, batch: int = 10_000) -> SweepResult:
@@ -357,26 +364,35 @@ def notifications_sweep(*, stuck_after: float | None = None, batch: int = 10_000
 
     - queued/failed rows overdue by `stuck_after` seconds are enqueued again (the claim
       in `delivery_send` makes a duplicate task harmless);
-    - rows left `sending` past their lease become dead letters, outcome unknown (at most once);
+    - rows left `sending` past their lease (worker died mid-send, outcome unknown) are
+      re-sent with the same idempotency key on channels where the provider dedupes
+      (NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME, SMS and push by default), and become dead
+      letters on the others (e-mail by default, at most once) or after max attempts;
     - incident fan-outs with no progress for `stuck_after` seconds are resumed.
     """
     stuck_after = settings.NOTIFICATIONS_STUCK_AFTER_SECONDS if stuck_after is None else stuck_after
     now = timezone.now()
+    resent = _resend_unknown_outcomes(now=now, batch=batch)
     given_up = Delivery.objects.filter(status=Delivery.Status.SENDING, lease_until__lt=now).update(
         status=Delivery.Status.DEAD,
         lease_until=None,
         updated_at=now,
-        last_error="worker lost while sending; outcome unknown, not resent automatically (at most once). "
-        "Resend from the admin if the customer did not receive it.",
+        last_error=UNKNOWN_OUTCOME_DEAD,
     )
     if given_up:
         logger.warning("notifications sweep: %d in-doubt deliveries dead-lettered", given_up)
     # `updated_at` is bumped on each re-enqueue, so a long backlog that is merely waiting
     # in the broker is re-enqueued at most once per `stuck_after`, not on every sweep.
     cutoff = now - timedelta(seconds=stuck_after)
-    overdue = Delivery.objects.filter(
-        status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED], next_attempt_at__lte=cutoff, updated_at__lte=cutoff
-    ).order_by("next_attempt_at")
+    overdue = (
+        Delivery.objects.filter(
+            status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED],
+            next_attempt_at__lte=cutoff,
+            updated_at__lte=cutoff,
+        )
+        .exclude(pk__in=resent)
+        .order_by("next_attempt_at")
+    )
     ids = list(overdue.values_list("pk", flat=True)[:batch])
     if ids:
         Delivery.objects.filter(pk__in=ids, status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED]).update(
@@ -391,7 +407,51 @@ def notifications_sweep(*, stuck_after: float | None = None, batch: int = 10_000
     )
     for update_id in stalled:
         _enqueue_fanout(update_id)
-    return SweepResult(requeued=len(ids), given_up=given_up, fanouts_resumed=len(stalled))
+    return SweepResult(requeued=len(ids), given_up=given_up, fanouts_resumed=len(stalled), resent=len(resent))
+
+
+UNKNOWN_OUTCOME_DEAD = (
+    "worker lost while sending; outcome unknown, not resent automatically (this channel has no "
+    "idempotency: at most once). Resend from the admin if the customer did not receive it."
+)
+UNKNOWN_OUTCOME_RESENT = (
+    "worker lost while sending; outcome unknown, re-sent with the same idempotency key (the provider dedupes)"
+)
+
+
+def _resend_unknown_outcomes(*, now: datetime, batch: int) -> list[UUID]:
+    """Hand in-doubt sends on idempotent channels back to the queue, due now (see the sweep).
+
+    Rows are locked with SKIP LOCKED, so concurrent sweeps split the work; the resend
+    reuses the row, hence its delivery key, Idempotency-Key and message key.
+    """
+    channels = [c for c, on in settings.NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME.items() if on]
+    if not channels:
+        return []
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.filter(
+                status=Delivery.Status.SENDING,
+                lease_until__lt=now,
+                channel__in=channels,
+                attempts__lt=settings.NOTIFICATIONS_MAX_ATTEMPTS,
+            )
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:batch]
+        )
+        if ids:
+            Delivery.objects.filter(pk__in=ids).update(
+                status=Delivery.Status.FAILED,
+                lease_until=None,
+                next_attempt_at=now,
+                updated_at=now,
+                unknown_outcome_resends=F("unknown_outcome_resends") + 1,
+                last_error=UNKNOWN_OUTCOME_RESENT,
+            )
+    if ids:
+        logger.warning("notifications sweep: %d in-doubt deliveries re-sent with their idempotency key", len(ids))
+        _enqueue_safely(ids)
+    return ids
 
 
 # --- inbox ------------------------------------------------------------------------------

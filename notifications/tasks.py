@@ -29,7 +29,12 @@ def fanout_incident_update(update_id: str) -> int:
 @shared_task(name="notifications.tasks.sweep_notifications", ignore_result=True)
 def sweep_notifications() -> dict[str, int]:
     result = services.notifications_sweep()
-    return {"requeued": result.requeued, "given_up": result.given_up, "fanouts_resumed": result.fanouts_resumed}
+    return {
+        "requeued": result.requeued,
+        "resent": result.resent,
+        "given_up": result.given_up,
+        "fanouts_resumed": result.fanouts_resumed,
+    }
 
 
 _metrics_started = False

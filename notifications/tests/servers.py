@@ -3,6 +3,11 @@
 - `SmtpSink`: an aiosmtpd SMTP server that keeps every message it receives.
 - `HttpProvider`: a threaded HTTP server answering like an SMS gateway or FCM HTTP v1;
   tests script its next answers (status, body, delay) and read what it received.
+  As an SMS gateway it honours `Idempotency-Key` like idempotent payment/messaging APIs:
+  a key it already accepted answers the stored answer (same message id) and the text is
+  not sent again. As FCM it does not dedupe (FCM v1 has no idempotency key) but keeps
+  what each device would show: a notification with the same tag / collapse id replaces
+  the one already shown.
 """
 
 from __future__ import annotations
@@ -84,6 +89,11 @@ class HttpProvider:
         self.invalid_tokens: set[str] = set()
         self.lock = threading.Lock()
         self.counter = 0
+        self.delay = 0.0  # before answering an unscripted request (after accepting it)
+        self.in_flight = 0  # requests received and not yet answered
+        self.accepted_keys: dict[str, Answer] = {}  # SMS: Idempotency-Key -> the answer given
+        self.replayed: list[Received] = []  # SMS: requests answered from accepted_keys, not sent
+        self.shown: dict[tuple[str, str], Received] = {}  # push: (token, tag) -> what the device shows
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,17 +101,20 @@ class HttpProvider:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"{}")
                 answer = provider._answer(self.path, dict(self.headers), payload)
-                if answer.delay:
-                    time.sleep(answer.delay)
-                raw = json.dumps(answer.body).encode()
                 try:
+                    if answer.delay:
+                        time.sleep(answer.delay)
+                    raw = json.dumps(answer.body).encode()
                     self.send_response(answer.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(raw)))
                     self.end_headers()
                     self.wfile.write(raw)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
+                    pass  # the client gave up (timeout test) or died (crash test)
+                finally:
+                    with provider.lock:
+                        provider.in_flight -= 1
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -116,6 +129,11 @@ class HttpProvider:
 
     def _answer(self, path: str, headers: dict[str, str], payload: dict[str, Any]) -> Answer:
         with self.lock:
+            self.in_flight += 1
+            key = headers.get("Idempotency-Key")
+            if self.kind == "sms" and key and key in self.accepted_keys:
+                self.replayed.append(Received(path, headers, payload))
+                return self.accepted_keys[key]
             self.counter += 1
             scripted = self.script.popleft() if self.script else None
             token = payload.get("message", {}).get("token")
@@ -137,13 +155,20 @@ class HttpProvider:
                     },
                 )
             answer = scripted or (
-                Answer(201, {"id": f"sms-{self.counter}"})
+                Answer(201, {"id": f"sms-{self.counter}"}, self.delay)
                 if self.kind == "sms"
-                else Answer(200, {"name": f"projects/bankcore/messages/{self.counter}"})
+                else Answer(200, {"name": f"projects/bankcore/messages/{self.counter}"}, self.delay)
             )
             # Only what the provider accepted counts as received.
             if 200 <= answer.status < 300:
-                self.requests.append(Received(path, headers, payload))
+                received = Received(path, headers, payload)
+                self.requests.append(received)
+                if self.kind == "sms" and key:
+                    self.accepted_keys[key] = Answer(answer.status, answer.body)
+                if self.kind == "push":
+                    message = payload.get("message", {})
+                    tag = message.get("android", {}).get("notification", {}).get("tag") or f"#{self.counter}"
+                    self.shown[(message.get("token"), tag)] = received
             else:
                 self.rejected.append(Received(path, headers, payload))
             return answer
@@ -165,6 +190,10 @@ class HttpProvider:
             self.rejected.clear()
             self.script.clear()
             self.invalid_tokens.clear()
+            self.accepted_keys.clear()
+            self.replayed.clear()
+            self.shown.clear()
+            self.delay = 0.0
 
     def received(self) -> list[Received]:
         with self.lock:

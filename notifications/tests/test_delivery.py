@@ -95,7 +95,10 @@ def test_provider_timeout_is_recorded_and_retried(providers, notifications_worke
     row = wait_for(lambda: Delivery.objects.filter(user=user, channel="sms", status="sent").first(), timeout=30)
     assert row.attempts == 2
     assert "timeout" in row.last_error.lower()
-    assert row.provider_message_id != "too-late"
+    # The gateway had accepted the timed-out request: the retry carries the same
+    # Idempotency-Key, gets the first message's id back and nothing is sent twice.
+    assert row.provider_message_id == "too-late"
+    assert len(providers.sms.received()) == 1 and len(providers.sms.replayed) == 1
 
 
 def test_invalid_number_goes_straight_to_dead_letter(providers, notifications_worker):
