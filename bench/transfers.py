@@ -354,10 +354,8 @@ def fill_history(account_id: str, contra_id: str, entries: int) -> None:
         cur.execute("ANALYZE transactions_entry")
 
 
-def time_history_page(user_id: str, account_id: str, runs: int = 200) -> tuple[float, float]:
-    """Median ms of the first page and of a page deep in the history (cursor near the oldest entry)."""
+def _history_paths(client_factory, user_id: str, account_id: str) -> tuple[object, str, str, str]:
     from django.contrib.auth import get_user_model
-    from rest_framework.test import APIClient
 
     from accounts.models import LoginSession
     from accounts.services.sessions import session_start
@@ -366,25 +364,45 @@ def time_history_page(user_id: str, account_id: str, runs: int = 200) -> tuple[f
 
     user = get_user_model().objects.get(pk=user_id)
     _, pair = session_start(user=user, method=LoginSession.Method.PASSWORD, device=None)
-    client = APIClient()
+    client = client_factory()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
     oldest = Entry.objects.filter(account_id=account_id).order_by("created_at", "id")[50]
     cursor = encode_cursor([oldest.created_at.isoformat(), oldest.id])
-    deep = f"/api/v1/accounts/{account_id}/transactions?cursor={cursor}"
     first = f"/api/v1/accounts/{account_id}/transactions"
+    return client, first, f"{first}?cursor={cursor}", account_id
 
-    def median_ms(path: str) -> float:
-        samples = []
+
+def time_history_pages(small: tuple[str, str], big: tuple[str, str], runs: int = 300) -> dict[str, float]:
+    """Median ms per page (through the API, in-process) and of the page's SQL alone, small vs big.
+
+    Requests alternate small/big so machine load drifts affect both alike.
+    """
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    from accounts.models import BankAccount
+    from transactions.selectors import account_history
+
+    targets = {"small": _history_paths(APIClient, *small), "big": _history_paths(APIClient, *big)}
+    samples: dict[str, list[float]] = {f"{size} {page}": [] for size in targets for page in ("first", "deep", "sql")}
+    for path_index, page in ((1, "first"), (2, "deep")):
+        for size in targets:  # warm up
+            targets[size][0].get(targets[size][path_index])
         for _ in range(runs):
-            start = time.perf_counter()
-            response = client.get(path)
-            samples.append((time.perf_counter() - start) * 1000)
-            assert response.status_code == 200, response.content
-            assert len(response.json()["results"]) == 20
-        return statistics.median(samples)
-
-    median_ms(first)  # warm caches
-    return median_ms(first), median_ms(deep)
+            for size, (client, *paths) in targets.items():
+                start = time.perf_counter()
+                response = client.get(paths[path_index - 1])
+                samples[f"{size} {page}"].append((time.perf_counter() - start) * 1000)
+                assert response.status_code == 200 and len(response.json()["results"]) == 20
+    for size, (_, _, _, account_id) in targets.items():
+        account = BankAccount.objects.get(pk=account_id)
+        sql, params = account_history(account=account).order_by("-created_at", "-id")[:21].query.sql_with_params()
+        with connection.cursor() as cur:
+            for _ in range(runs):
+                cur.execute(f"EXPLAIN (ANALYZE, TIMING OFF) {sql}", params)
+                plan = [row[0] for row in cur.fetchall()]
+                samples[f"{size} sql"].append(float(plan[-1].split(":")[1].split("ms")[0]))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -446,11 +464,13 @@ def main() -> None:
     contra = wide[2][1]
     fill_history(small_account, contra, 1_000)
     fill_history(big_account, contra, args.history_entries)
-    small_first, small_deep = time_history_page(small_owner, small_account)
-    big_first, big_deep = time_history_page(big_owner, big_account)
-    print(f"  history page at 1,000 entries:   first {small_first:6.2f} ms, deep {small_deep:6.2f} ms")
-    print(f"  history page at {args.history_entries:,} entries: first {big_first:6.2f} ms, deep {big_deep:6.2f} ms")
-    print(f"  ratio (big/small): first page {big_first / small_first:.2f}, deep page {big_deep / small_deep:.2f}")
+    m = time_history_pages((small_owner, small_account), (big_owner, big_account))
+    for page in ("first", "deep", "sql"):
+        label = {"first": "first page (API)", "deep": "deep page (API)", "sql": "page query (SQL only)"}[page]
+        print(
+            f"  {label:22} 1,000: {m[f'small {page}']:7.2f} ms   {args.history_entries:,}: {m[f'big {page}']:7.2f} ms"
+            f"   ratio {m[f'big {page}'] / m[f'small {page}']:.2f}"
+        )
 
     from transactions.services.verify import ledger_verify
 
