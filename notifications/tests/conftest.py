@@ -107,7 +107,7 @@ def make_worker(smtp_sink: SmtpSink, sms_gateway: HttpProvider, push_service: Ht
 
     def make(queue: str, **overrides: str) -> Any:
         wiring = {**provider_settings(smtp_sink, sms_gateway, push_service), "NOTIFICATIONS_QUEUE": queue}
-        return CeleryWorker(queues=[queue], env=process_env(**wiring, **overrides))
+        return CeleryWorker(queues=[queue], env=process_env(**(wiring | overrides)))
 
     return make
 

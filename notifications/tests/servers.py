@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -31,6 +32,8 @@ class SmtpSink:
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
         self.rcpt_answers: dict[str, str] = {}  # address -> SMTP reply to RCPT TO, e.g. "550 ..."
+        self.delay_next_reply = 0.0  # once: keep the next message, but answer DATA this much later
+        self.in_flight = 0  # messages kept and not yet answered
         self.lock = threading.Lock()
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
@@ -46,6 +49,13 @@ class SmtpSink:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)
+            delay, self.delay_next_reply = self.delay_next_reply, 0.0
+            self.in_flight += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
         return "250 Message accepted for delivery"
 
     def start(self) -> SmtpSink:
@@ -59,6 +69,7 @@ class SmtpSink:
         with self.lock:
             self.messages.clear()
             self.rcpt_answers.clear()
+            self.delay_next_reply = 0.0
 
     def to(self, address: str) -> list[email.message.EmailMessage]:
         with self.lock:

@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from notifications import services
 from notifications.models import Delivery, Incident, IncidentUpdate
 from notifications.tests.conftest import QUEUE, wait_for
+from notifications.tests.servers import Answer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.celery]
 
@@ -66,12 +67,14 @@ def test_incident_for_2000_customers_delivers_exactly_2000_messages_per_channel(
     assert "Card payments are failing" in sample.get_body(("plain",)).get_content()
 
 
-def test_fanout_killed_half_way_resumes_on_a_new_worker_without_duplicates(providers, make_worker, settings):
+def test_fanout_killed_half_way_completes_exactly_2000_sms_and_no_duplicate_email(providers, make_worker, settings):
     queue = f"{QUEUE}-crash"
     settings.NOTIFICATIONS_QUEUE = queue
     make_customers(2000)
     # 400 messages a second: ten batches, one a second, so the kill lands inside the fan-out.
-    first = make_worker(queue, NOTIFICATIONS_FANOUT_RATE="400").start()
+    # Long client timeouts: the sends in flight are still waiting when the kill comes.
+    first = make_worker(queue, NOTIFICATIONS_FANOUT_RATE="400", NOTIFICATIONS_HTTP_TIMEOUT="30", EMAIL_TIMEOUT="30")
+    first.start()
     try:
         incident = services.incident_declare(
             title="Login down", message="Logins fail.", severity="critical", services=["login"]
@@ -79,35 +82,65 @@ def test_fanout_killed_half_way_resumes_on_a_new_worker_without_duplicates(provi
         update = incident.updates.get()
         wait_for(lambda: IncidentUpdate.objects.get(pk=update.pk).recipients_done >= 600, timeout=60)
         wait_for(lambda: len(providers.sms.received()) >= 100, timeout=60)
+        # The next SMS and the next e-mail are accepted but answered late: kill the worker
+        # while both wait, the cases whose outcome the worker never learns.
+        providers.sms.script.append(Answer(201, {"id": "sms-accepted-at-kill"}, delay=30))
+        providers.smtp.delay_next_reply = 30
+        wait_for(lambda: providers.sms.in_flight and providers.smtp.in_flight, timeout=20, interval=0.005)
     finally:
         first.kill()
     at_kill = IncidentUpdate.objects.get(pk=update.pk)
     assert at_kill.fanout_status == "running" and 0 < at_kill.recipients_done < 2000
+    accepted_at_kill = len(providers.sms.received())
 
     time.sleep(3.5)  # the in-flight sends' lease (NOTIFICATIONS_SEND_LEASE_SECONDS) runs out
     second = make_worker(queue).start()
     try:
         sweep = services.notifications_sweep(stuck_after=0)
-        assert sweep.fanouts_resumed == 1
+        assert sweep.fanouts_resumed == 1 and (sweep.resent, sweep.given_up) == (1, 1)
         wait_for(lambda: _finished(update.pk), timeout=240, interval=0.5)
     finally:
         second.stop()
 
     rows = Delivery.objects.filter(incident_update=update)
     assert rows.count() == 4000  # one row per customer per channel, never a second
-    emails = Counter(m["To"] for m in providers.smtp.messages)
+    customers = set(get_user_model().objects.filter(is_staff=False, is_active=True).values_list("phone", "email"))
+    phones, addresses = {p for p, _ in customers}, {e for _, e in customers}
+
+    # SMS (the gateway dedupes on Idempotency-Key): exactly one to each of the 2,000.
     texts = Counter(r.json["to"] for r in providers.sms.received())
-    assert max(emails.values()) == 1 and max(texts.values()) == 1  # nobody got a message twice
-    # Only a send the killed worker had in flight may be in doubt: it is dead-lettered, never resent.
-    in_doubt = rows.filter(status="dead")
-    assert in_doubt.count() <= 2
-    assert set(rows.exclude(status="dead").values_list("status", flat=True)) == {"sent"}
-    sent_emails = set(rows.filter(channel="email", status="sent").values_list("recipient", flat=True))
-    sent_texts = set(rows.filter(channel="sms", status="sent").values_list("recipient", flat=True))
+    assert set(texts) == phones and set(texts.values()) == {1}
+    sms_rows = rows.filter(channel="sms")
+    assert Counter(sms_rows.values_list("status", flat=True)) == {"sent": 2000}
+    # ...including the one accepted at the kill: re-sent with its key, answered from the first.
+    [resent] = sms_rows.filter(unknown_outcome_resends__gt=0)
+    assert resent.provider_message_id == "sms-accepted-at-kill" and resent.attempts == 2
+    assert [r.headers["Idempotency-Key"] for r in providers.sms.replayed] == [resent.delivery_key]
+    assert accepted_at_kill < 2000
+
+    # E-mail (SMTP cannot dedupe): nobody got it twice; whoever did not get it has a dead
+    # letter "outcome unknown" -- at most one per send the killed worker had in flight.
+    emails = Counter(m["To"] for m in providers.smtp.messages)
+    assert set(emails.values()) == {1}
+    email_rows = rows.filter(channel="email")
+    in_doubt = email_rows.filter(status="dead")
+    assert 1 <= in_doubt.count() <= first.concurrency
+    assert all("outcome unknown" in error for error in in_doubt.values_list("last_error", flat=True))
+    assert set(email_rows.exclude(status="dead").values_list("status", flat=True)) == {"sent"}
+    sent_to = set(email_rows.filter(status="sent").values_list("recipient", flat=True))
     doubtful = set(in_doubt.values_list("recipient", flat=True))
-    assert sent_emails <= set(emails) <= sent_emails | doubtful
-    assert sent_texts <= set(texts) <= sent_texts | doubtful
-    assert len(emails) >= 2000 - len(doubtful) and len(texts) >= 2000 - len(doubtful)
+    assert sent_to <= set(emails) and addresses - set(emails) <= doubtful
+    assert sent_to | doubtful == addresses
+
+    # Staff resend the dead letters: now everyone has it, any second copy with the same Message-ID.
+    for row_id in in_doubt.values_list("pk", flat=True):
+        services.delivery_resend(delivery_id=row_id, actor="staff@example.com")
+    with make_worker(queue):
+        wait_for(lambda: not email_rows.exclude(status="sent").exists(), timeout=60)
+    assert {m["To"] for m in providers.smtp.messages} == addresses
+    for address in doubtful:
+        copies = providers.smtp.to(address)
+        assert len(copies) == 2 and len({m["Message-ID"] for m in copies}) == 1
 
 
 def test_operator_commands_declare_update_and_resolve_with_progress(providers, notifications_worker, api_client):
