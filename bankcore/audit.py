@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models, transaction
+from django.conf import settings
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from bankcore.api.logging import current_request_meta
-from bankcore.models import AuditChainHead, AuditEvent
+from bankcore.models import MAX_AUDIT_CHAINS, AuditChainHead, AuditEvent
 
 
 def canonical_content(event: AuditEvent) -> bytes:
@@ -20,6 +21,7 @@ def canonical_content(event: AuditEvent) -> bytes:
     # The id is left out: it is not known before the insert, and rows are never
     # updated. Order is proven by each row naming its predecessor's hash instead.
     content = {
+        "chain": event.chain,
         "created_at": event.created_at.isoformat(),
         "actor_id": str(event.actor_id) if event.actor_id else None,
         "actor_label": event.actor_label,
@@ -38,6 +40,29 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical_content(event)).hexdigest()
 
 
+def _connection_chain() -> int:
+    """The chain this database connection appends to.
+
+    Fixed per connection (PostgreSQL backend pid), so one transaction only ever locks one
+    chain head (no lock-order deadlocks between heads), and concurrent connections
+    mostly land on different chains.
+    """
+    chains = min(max(int(getattr(settings, "AUDIT_CHAINS", 1)), 1), MAX_AUDIT_CHAINS)
+    if chains == 1 or connection.vendor != "postgresql":
+        return 1
+    connection.ensure_connection()
+    return connection.connection.get_backend_pid() % chains + 1
+
+
+def _locked_head(chain: int) -> AuditChainHead:
+    try:
+        return AuditChainHead.objects.select_for_update().get(id=chain)
+    except AuditChainHead.DoesNotExist:
+        # First event on this chain: create the head without racing another first writer.
+        AuditChainHead.objects.bulk_create([AuditChainHead(id=chain)], ignore_conflicts=True)
+        return AuditChainHead.objects.select_for_update().get(id=chain)
+
+
 def audit_record(
     *,
     action: str,
@@ -50,8 +75,8 @@ def audit_record(
     """Append one event to the chain, inside the caller's transaction.
 
     Atomic with the caller's change (same transaction) and serialised by a row lock on
-    the chain head; call it last in a transaction to hold that lock briefly. Client IP,
-    user agent and request id come from the current request, if any.
+    the head of this connection's chain; call it last in a transaction to hold that lock
+    briefly. Client IP, user agent and request id come from the current request, if any.
     """
     meta = current_request_meta()
     if target is not None:
@@ -59,8 +84,9 @@ def audit_record(
         target_id = target_id or str(target.pk)
     actor_user = actor if getattr(actor, "is_authenticated", False) else None
     with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        head = _locked_head(_connection_chain())
         event = AuditEvent(
+            chain=head.id,
             created_at=timezone.now(),
             actor=actor_user,
             actor_label=str(getattr(actor_user, "email", "") or (actor if isinstance(actor, str) else "")),
@@ -88,25 +114,31 @@ class ChainBreak:
 
 
 def verify_chain(batch_size: int = 5000) -> Iterator[int | ChainBreak]:
-    """Walk the chain in id order; yield the number of rows checked so far, or the first break."""
-    prev_hash = "0" * 64
+    """Walk every chain in id order; yield the number of rows checked so far, or the first break."""
+    chains = set(AuditChainHead.objects.values_list("id", flat=True))
+    chains |= set(AuditEvent.objects.values_list("chain", flat=True).distinct())
     checked = 0
-    last_id = 0
-    while True:
-        batch = list(AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:batch_size])
-        if not batch:
-            break
-        for event in batch:
-            if event.prev_hash != prev_hash:
-                yield ChainBreak(event.id, "prev_hash does not match the previous row's hash (row missing or edited)")
-                return
-            if chain_hash(prev_hash, event) != event.hash:
-                yield ChainBreak(event.id, "content does not match its hash (row edited)")
-                return
-            prev_hash = event.hash
-            last_id = event.id
-            checked += 1
-        yield checked
-    head = AuditChainHead.objects.filter(id=1).first()
-    if head is not None and head.last_event_id != last_id:
-        yield ChainBreak(head.last_event_id, "the newest rows of the chain are missing")
+    for chain in sorted(chains):
+        prev_hash = "0" * 64
+        last_id = 0
+        while True:
+            batch = list(AuditEvent.objects.filter(chain=chain, id__gt=last_id).order_by("id")[:batch_size])
+            if not batch:
+                break
+            for event in batch:
+                if event.prev_hash != prev_hash:
+                    yield ChainBreak(
+                        event.id, "prev_hash does not match the previous row's hash (row missing or edited)"
+                    )
+                    return
+                if chain_hash(prev_hash, event) != event.hash:
+                    yield ChainBreak(event.id, "content does not match its hash (row edited)")
+                    return
+                prev_hash = event.hash
+                last_id = event.id
+                checked += 1
+            yield checked
+        head = AuditChainHead.objects.filter(id=chain).first()
+        if head is not None and head.last_event_id != last_id:
+            yield ChainBreak(head.last_event_id, f"the newest rows of chain {chain} are missing")
+            return

@@ -1,7 +1,7 @@
 """The audit log: append-only, hash-chained record of who did what.
 
 Each row stores sha256(previous row's hash + its own canonical content), so editing
-or deleting any row breaks the chain from that row on; `manage.py verify_audit_log`
+or deleting any row breaks its chain from that row on; `manage.py verify_audit_log`
 finds the first broken row. PostgreSQL refuses UPDATE and DELETE (trigger).
 """
 
@@ -11,23 +11,34 @@ import pgtrigger
 from django.conf import settings
 from django.db import models
 
+MAX_AUDIT_CHAINS = 64
+
 
 class AuditChainHead(models.Model):
-    """One row holding the newest hash; locking it serialises appends to the chain."""
+    """The newest hash of one chain; locking it serialises appends to that chain.
 
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    The log is kept as several independent chains (AUDIT_CHAINS) so that writers on
+    different database connections do not queue behind one row for every money movement.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, help_text="The chain number.")
     last_event_id = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="0" * 64)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="audit_chain_head_singleton")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(id__gte=1, id__lte=MAX_AUDIT_CHAINS), name="audit_chain_head_number_in_range"
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"audit chain head at #{self.last_event_id}"
+        return f"audit chain {self.id} at #{self.last_event_id}"
 
 
 class AuditEvent(models.Model):
     id = models.BigAutoField(primary_key=True)
+    chain = models.PositiveSmallIntegerField(default=1)
     created_at = models.DateTimeField(db_index=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -50,7 +61,10 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["target_type", "target_id"])]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"]),
+            models.Index(fields=["chain", "id"], name="audit_event_chain_id"),
+        ]
         triggers = [
             pgtrigger.Protect(name="audit_event_append_only", operation=pgtrigger.Update | pgtrigger.Delete),
         ]

@@ -244,6 +244,10 @@ CORS_URLS_REGEX = r"^/api/.*$"
 # --- Admin --------------------------------------------------------------------------
 ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip("/") + "/"
 
+# --- Audit log ----------------------------------------------------------------------
+# Independent hash chains (1-64). More chains, less queueing of concurrent writers.
+AUDIT_CHAINS = env.int("AUDIT_CHAINS", default=16)
+
 # --- Metrics ------------------------------------------------------------------------
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -100,4 +100,31 @@ def test_concurrent_writers_keep_one_unbroken_chain(django_user_model):
         thread.join()
     assert not errors
     assert AuditEvent.objects.count() == 120
+    # Six connections: writers spread over several chains instead of queueing on one.
+    assert AuditEvent.objects.values("chain").distinct().count() > 1
     call_command("verify_audit_log")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_deleting_the_newest_row_of_a_chain_is_detected(staff_user):
+    audit_record(action="a", actor=staff_user)
+    newest = audit_record(action="b", actor=staff_user)
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("DELETE FROM bankcore_auditevent WHERE id = %s", [newest.pk])
+        cursor.execute("SET session_replication_role = DEFAULT")
+    with pytest.raises(CommandError, match="newest rows of chain"):
+        call_command("verify_audit_log")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_moving_a_row_to_another_chain_is_detected(staff_user):
+    event = audit_record(action="a", actor=staff_user)
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("UPDATE bankcore_auditevent SET chain = chain %% 16 + 1 WHERE id = %s", [event.pk])
+        cursor.execute("SET session_replication_role = DEFAULT")
+    with pytest.raises(CommandError):
+        call_command("verify_audit_log")
