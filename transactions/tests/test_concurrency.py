@@ -158,3 +158,40 @@ def test_opposite_transfers_between_two_accounts_never_deadlock():
     b.refresh_from_db()
     assert a.balance + b.balance == 200_000
     assert ledger_verify().ok
+
+
+def test_concurrent_transfers_from_two_accounts_cannot_both_slip_under_the_daily_limit():
+    owner = CustomerFactory()
+    CustomerLimit.objects.create(user=owner, currency="EUR", daily=10_000)  # 100.00 per rolling 24 h
+    accounts = [open_account(owner, balance=50_000), open_account(owner, balance=50_000)]
+    # Disjoint account pairs: only the customer lock can serialise these two streams.
+    destinations = [open_account(CustomerFactory()), open_account(CustomerFactory())]
+    clients = [client_for(owner) for _ in range(10)]
+    barrier = threading.Barrier(10)
+
+    @_in_thread
+    def attempt(n):
+        barrier.wait()
+        response = _post(clients[n], accounts[n % 2].pk, destinations[n % 2].iban, "60.00")
+        return response.status_code, response.json().get("error", {}).get("code")
+
+    with ThreadPoolExecutor(10) as pool:
+        results = Counter(pool.map(attempt, range(10)))
+    assert results == Counter({(201, None): 1, (422, "limit_exceeded"): 9}), results
+    assert sum(BankAccount.objects.get(pk=d.pk).balance for d in destinations) == 6_000
+
+
+def test_first_use_of_an_internal_account_under_concurrency_creates_exactly_one():
+    from accounts.services.bank_accounts import internal_account
+
+    barrier = threading.Barrier(8)
+
+    @_in_thread
+    def first_use(_):
+        barrier.wait()
+        return internal_account(purpose="suspense", currency="GBP").pk
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(first_use, range(8)))
+    assert len(ids) == 1
+    assert BankAccount.objects.filter(internal_code="suspense:GBP").count() == 1

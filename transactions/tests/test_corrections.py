@@ -175,3 +175,17 @@ def test_admin_pages_render_for_staff(customer, staff, model):
     response = model_admin.change_view(request, str(obj.pk))
     response.render()
     assert response.status_code == 200
+
+
+def test_overdraft_is_changed_through_the_audited_service_and_never_below_the_balance(customer, staff):
+    from accounts.services.bank_accounts import bank_account_set_overdraft
+    from transactions.services.cash import cash_withdraw
+
+    account = open_account(customer, balance=1_000)
+    bank_account_set_overdraft(account=account, overdraft_limit=5_000, actor=staff)
+    cash_withdraw(iban=account.iban, amount=4_000)
+    with pytest.raises(ValueError, match="below"):
+        bank_account_set_overdraft(account=account, overdraft_limit=2_000, actor=staff)
+    account.refresh_from_db()
+    assert (account.balance, account.overdraft_limit) == (-3_000, 5_000)
+    assert AuditEvent.objects.filter(action="bank_account.overdraft_changed").count() == 1

@@ -104,3 +104,17 @@ def test_posted_transaction_amount_cannot_be_edited(funded_pair):
     entry = Entry.objects.filter(account=funded_pair[0]).first()
     with pytest.raises(DatabaseError, match="transaction_money_read_only"), connection.cursor() as cur:
         cur.execute("UPDATE transactions_transaction SET amount = 1 WHERE id = %s", [entry.transaction_id])
+
+
+def test_verify_ledger_names_an_unbalanced_transaction_that_bypassed_the_trigger(funded_pair):
+    from transactions.services.verify import ledger_verify
+
+    source, destination = funded_pair
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL session_replication_role = replica")  # a superuser bulk load, triggers off
+        txn = _insert_transaction(cur)
+        _insert_entry(cur, txn, source, -500)
+        _insert_entry(cur, txn, destination, 400)
+    report = ledger_verify()
+    assert not report.ok
+    assert any(f"transaction {txn}: 2 EUR entries sum to -100" in violation for violation in report.violations)
