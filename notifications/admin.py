@@ -47,7 +47,16 @@ def resend(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySe
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "event", "channel", "recipient", "status", "attempts", "last_error"]
+    list_display = [
+        "created_at",
+        "event",
+        "channel",
+        "recipient",
+        "status",
+        "attempts",
+        "unknown_outcome_resends",
+        "last_error",
+    ]
     list_filter = ["status", "channel", "event"]
     search_fields = ["recipient", "delivery_key", "provider_message_id"]
     date_hierarchy = "created_at"
@@ -161,10 +170,38 @@ class IncidentAdmin(admin.ModelAdmin):
         messages.success(request, "All-clear sent.")
 
 
+class MaintenanceWindowForm(forms.ModelForm):
+    services = forms.MultipleChoiceField(
+        choices=Service.choices, widget=forms.CheckboxSelectMultiple, required=False, help_text="None: everyone."
+    )
+    announce = forms.BooleanField(
+        required=False,
+        initial=True,
+        help_text="Tell the affected customers now by e-mail and push (their preferences honoured).",
+    )
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = ["title", "message", "services", "starts_at", "ends_at"]
+
+
 @admin.register(MaintenanceWindow)
 class MaintenanceWindowAdmin(admin.ModelAdmin):
-    list_display = ["title", "starts_at", "ends_at"]
-    fields = ["title", "message", "services", "starts_at", "ends_at"]
+    """Adding here calls the same service as `manage.py schedule_maintenance`."""
+
+    form = MaintenanceWindowForm
+    list_display = ["title", "starts_at", "ends_at", "announcement_progress"]
+
+    def get_fields(self, request: HttpRequest, obj: MaintenanceWindow | None = None) -> list[Any]:
+        fields = ["title", "message", "services", "starts_at", "ends_at"]
+        return fields if obj is not None else [*fields, "announce"]
+
+    @admin.display(description="announcement")
+    def announcement_progress(self, obj: MaintenanceWindow) -> str:
+        update = obj.announcements.order_by("-created_at").first()
+        if update is None:
+            return "-"
+        return f"{update.recipients_done}/{update.recipients_total} ({update.fanout_status})"
 
     def save_model(self, request: HttpRequest, obj: MaintenanceWindow, form: Any, change: bool) -> None:
         if change:
@@ -178,5 +215,6 @@ class MaintenanceWindowAdmin(admin.ModelAdmin):
             ends_at=obj.ends_at,
             services=obj.services or [],
             actor=request.user,
+            announce=form.cleaned_data.get("announce", False),
         )
         obj.pk = window.pk

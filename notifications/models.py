@@ -162,19 +162,24 @@ class Incident(models.Model):
 
 
 class IncidentUpdate(models.Model):
-    """One message to customers about an incident, and the progress of its fan-out."""
+    """One message to customers about an incident -- or the announcement of a maintenance
+    window (kind `planned`) -- and the progress of its resumable fan-out."""
 
     class Kind(models.TextChoices):
         DECLARED = "declared", "Declared"
         UPDATED = "updated", "Updated"
         RESOLVED = "resolved", "Resolved"
+        PLANNED = "planned", "Maintenance announced"
 
     class FanoutStatus(models.TextChoices):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="updates")
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="updates")
+    maintenance = models.ForeignKey(
+        "MaintenanceWindow", null=True, blank=True, on_delete=models.CASCADE, related_name="announcements"
+    )
     kind = models.CharField(max_length=8, choices=Kind.choices)
     message = models.TextField()
     channels = models.JSONField(default=list)
@@ -189,9 +194,16 @@ class IncidentUpdate(models.Model):
 
     class Meta:
         ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(incident__isnull=False, maintenance__isnull=True)
+                | models.Q(incident__isnull=True, maintenance__isnull=False),
+                name="notif_update_incident_xor_maintenance",
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.incident_id}"
+        return f"{self.kind} {self.incident_id or self.maintenance_id}"
 
     @property
     def progress(self) -> float:

@@ -48,6 +48,14 @@ def active_push_targets(*, user_id: Any) -> list[PushTarget]:
     return [PushTarget(device_id=str(pk), token=token) for pk, token in rows]
 
 
+def users_with_push(*, user_ids: list[Any]) -> set[Any]:
+    """Which of `user_ids` have at least one device that can receive push (one query)."""
+    model = _device_model()
+    if model is None or not user_ids:
+        return set()
+    return set(model.objects.filter(_active_filter(model), user_id__in=user_ids).values_list("user_id", flat=True))
+
+
 def deactivate_push_token(*, device_id: str, token: str) -> bool:
     """Forget `token` on that device after the push service said it is invalid.
 

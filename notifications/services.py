@@ -57,6 +57,7 @@ from notifications.models import (
     Service,
 )
 from notifications.providers import PermanentProviderError, TransientProviderError, provider_for
+from notifications.push_tokens import users_with_push
 from notifications.rendering import Rendered, render_event, safe_context, sms_segments
 
 logger = logging.getLogger(__name__)
@@ -689,6 +690,53 @@ def _post_update(*, incident: Incident, kind: str, message: str) -> IncidentUpda
     return update
 
 
+def _fanout_subject(update: IncidentUpdate) -> tuple[Event, dict[str, Any], list[str]]:
+    """What an update announces: its event, template context and affected services."""
+    window, incident = update.maintenance, update.incident
+    if window is not None:
+        return (
+            Event.MAINTENANCE_SCHEDULED,
+            {
+                "maintenance_title": window.title,
+                "message": update.message,
+                "starts_at": f"{window.starts_at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M} UTC",
+                "ends_at": f"{window.ends_at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M} UTC",
+            },
+            list(window.services),
+        )
+    if incident is None:  # the check constraint makes every update one or the other
+        raise ValueError(f"update {update.pk} has neither an incident nor a maintenance window")
+    context = {
+        "incident_title": incident.title,
+        "message": update.message,
+        "services": [Service(s).label for s in incident.services if s in Service.values],
+    }
+    return _KIND_EVENT[IncidentUpdate.Kind(update.kind)], context, list(incident.services)
+
+
+def _channels_by_customer(*, event: Event, channels: Sequence[str], customer_ids: list[Any]) -> dict[Any, list[str]]:
+    """Per customer of a batch: the update's channels, minus what preferences turn off.
+
+    Outage messages ignore preferences. Others (maintenance) honour each customer's
+    choices (one query per batch) and go by push only to customers with a device that
+    can receive it (no dead letter per customer without the app).
+    """
+    if event in INCIDENT_EVENTS:
+        return {pk: list(channels) for pk in customer_ids}
+    chosen = {
+        (user_id, channel): enabled
+        for user_id, channel, enabled in NotificationPreference.objects.filter(
+            user_id__in=customer_ids, event=event.value
+        ).values_list("user_id", "channel", "enabled")
+    }
+    with_push = users_with_push(user_ids=customer_ids) if Channel.PUSH in channels else set()
+    defaults = set(DEFAULT_CHANNELS.get(event, ()))
+    return {
+        pk: [c for c in channels if chosen.get((pk, c), c in defaults) and (c != Channel.PUSH or pk in with_push)]
+        for pk in customer_ids
+    }
+
+
 def _enqueue_fanout(update_id: UUID, countdown: float = 0) -> None:
     from notifications.tasks import fanout_incident_update
 
@@ -723,31 +771,26 @@ def incident_fanout_step(*, update_id: UUID | str, batch_size: int | None = None
     """
     batch_size = batch_size or settings.NOTIFICATIONS_FANOUT_BATCH_SIZE
     with transaction.atomic():
-        update = IncidentUpdate.objects.select_for_update().select_related("incident").get(pk=update_id)
+        update = (
+            IncidentUpdate.objects.select_for_update(of=("self",))
+            .select_related("incident", "maintenance")
+            .get(pk=update_id)
+        )
         if update.fanout_status == IncidentUpdate.FanoutStatus.DONE:
             return FanoutStep(0, 0, True)
-        incident = update.incident
-        event = _KIND_EVENT[IncidentUpdate.Kind(update.kind)]
-        rendered = render_event(
-            event.value,
-            safe_context(
-                {
-                    "incident_title": incident.title,
-                    "message": update.message,
-                    "services": [Service(s).label for s in incident.services if s in Service.values],
-                }
-            ),
-        )
-        customers = incident_audience(incident.services).order_by("pk")
+        event, context, affected = _fanout_subject(update)
+        rendered = render_event(event.value, safe_context(context))
+        customers = incident_audience(affected).order_by("pk")
         if update.fanout_cursor is not None:
             customers = customers.filter(pk__gt=update.fanout_cursor)
         batch = [_Recipient(*row) for row in customers.values_list("pk", "email", "phone")[:batch_size]]
+        channels_of = _channels_by_customer(event=event, channels=update.channels, customer_ids=[c.pk for c in batch])
         now = timezone.now()
-        key = f"incident:{update.pk}"
+        key = f"incident:{update.pk}" if update.incident_id else f"maintenance:{update.pk}"
         rows = [
             row
             for customer in batch
-            for channel in update.channels
+            for channel in channels_of[customer.pk]
             if (
                 row := _delivery_row(
                     user=customer,
@@ -803,22 +846,47 @@ def incident_fanout_run(*, update_id: UUID | str) -> FanoutStep:
 
 # --- maintenance and status ---------------------------------------------------------------
 def maintenance_schedule(
-    *, title: str, message: str, starts_at: datetime, ends_at: datetime, services: Iterable[str], actor: Any = None
+    *,
+    title: str,
+    message: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    services: Iterable[str],
+    actor: Any = None,
+    announce: bool = False,
 ) -> MaintenanceWindow:
-    """Announce planned downtime on /api/v1/status (atomic, audited)."""
+    """Show planned downtime on /api/v1/status (atomic, audited); with `announce`, also
+    tell the affected customers (everyone unless every service is mapped to an audience)
+    by e-mail and push, honouring their maintenance_scheduled preferences, through the
+    same resumable, exactly-once-per-customer fan-out as incidents (`window.announcements`)."""
     services = list(dict.fromkeys(services))
     errors: dict[str, list[str]] = {}
     if ends_at <= starts_at:
         errors["ends_at"] = ["Must be after starts_at."]
     if any(s not in Service.values for s in services):
         errors["services"] = [f"One or more of {', '.join(Service.values)}."]
+    if not title.strip():
+        errors["title"] = ["Required."]
+    if announce and not message.strip():
+        errors["message"] = ["Required to announce the window."]
     if errors:
         raise InvalidNotificationRequest("The maintenance window is invalid.", details=errors)
     with transaction.atomic():
         window = MaintenanceWindow.objects.create(
-            title=title, message=message, starts_at=starts_at, ends_at=ends_at, services=services
+            title=title.strip(), message=message.strip(), starts_at=starts_at, ends_at=ends_at, services=services
         )
-        audit_record(action="maintenance.scheduled", actor=actor, target=window)
+        details: dict[str, Any] = {"services": services}
+        if announce:
+            update = IncidentUpdate.objects.create(
+                maintenance=window,
+                kind=IncidentUpdate.Kind.PLANNED,
+                message=window.message,
+                channels=list(DEFAULT_CHANNELS[Event.MAINTENANCE_SCHEDULED]),
+                recipients_total=incident_audience(services).count(),
+            )
+            transaction.on_commit(partial(_enqueue_fanout, update.pk))
+            details["announcement"] = str(update.pk)
+        audit_record(action="maintenance.scheduled", actor=actor, target=window, details=details)
         transaction.on_commit(status_cache_clear)
     return window
 

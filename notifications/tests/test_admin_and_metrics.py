@@ -12,7 +12,7 @@ from accounts.tests.factories import UserFactory
 from bankcore.models import AuditEvent
 from notifications import services
 from notifications.events import Event
-from notifications.models import Delivery, Incident
+from notifications.models import Delivery, Incident, MaintenanceWindow
 from notifications.tests.servers import Answer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -143,3 +143,28 @@ def test_updating_a_resolved_incident_is_refused():
     with pytest.raises(IncidentAlreadyResolved):
         services.incident_post_update(incident_id=incident.pk, message="late")
     assert incident.updates.count() == 2
+
+
+def test_staff_schedule_and_announce_maintenance_in_the_admin_through_the_service(staff_client, settings):
+    settings.NOTIFICATIONS_QUEUE = "nobody-listens-here"  # only the recorded announcement matters here
+    UserFactory()
+    form = {
+        "title": "Core upgrade",
+        "message": "Sunday 02:00-02:30.",
+        "services": ["payments"],
+        "starts_at_0": "2026-12-06",
+        "starts_at_1": "02:00:00",
+        "ends_at_0": "2026-12-06",
+        "ends_at_1": "02:30:00",
+    }
+
+    announced = staff_client.post("/admin/notifications/maintenancewindow/add/", {**form, "announce": "on"})
+    silent = staff_client.post("/admin/notifications/maintenancewindow/add/", {**form, "title": "Quiet"})
+
+    assert announced.status_code == silent.status_code == 302, announced.content.decode()[:2000]
+    window = MaintenanceWindow.objects.get(title="Core upgrade")
+    update = window.announcements.get()
+    assert (update.kind, update.channels, update.recipients_total) == ("planned", ["email", "push"], 1)
+    assert not MaintenanceWindow.objects.get(title="Quiet").announcements.exists()
+    listing = staff_client.get("/admin/notifications/maintenancewindow/").content.decode()
+    assert "0/1 (running)" in listing
