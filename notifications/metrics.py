@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 SENT = Counter("bankcore_notifications_sent", "Messages accepted by the provider.", ["channel"])
 FAILED = Counter("bankcore_notifications_failed", "Send attempts that failed and will be retried.", ["channel"])
 DEAD = Counter("bankcore_notifications_dead", "Messages given up (dead letters).", ["channel"])
+UNKNOWN_OUTCOME = Counter(
+    "bankcore_notifications_unknown_outcome",
+    "Sends whose worker died mid-call, by what the sweep did: resent (same idempotency key) or dead.",
+    ["channel", "action"],
+)
 FANOUT_RECIPIENTS = Counter("bankcore_notifications_fanout_recipients", "Customers reached by incident fan-outs.")
 
 

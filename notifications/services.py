@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time as monotonic_clock
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -374,12 +375,18 @@ def notifications_sweep(*, stuck_after: float | None = None, batch: int = 10_000
     stuck_after = settings.NOTIFICATIONS_STUCK_AFTER_SECONDS if stuck_after is None else stuck_after
     now = timezone.now()
     resent = _resend_unknown_outcomes(now=now, batch=batch)
-    given_up = Delivery.objects.filter(status=Delivery.Status.SENDING, lease_until__lt=now).update(
-        status=Delivery.Status.DEAD,
-        lease_until=None,
-        updated_at=now,
-        last_error=UNKNOWN_OUTCOME_DEAD,
-    )
+    given_up = 0
+    for channel in CHANNELS:
+        dead = Delivery.objects.filter(status=Delivery.Status.SENDING, lease_until__lt=now, channel=channel).update(
+            status=Delivery.Status.DEAD,
+            lease_until=None,
+            updated_at=now,
+            last_error=UNKNOWN_OUTCOME_DEAD,
+        )
+        if dead:
+            metrics.UNKNOWN_OUTCOME.labels(channel=channel, action="dead").inc(dead)
+            metrics.DEAD.labels(channel=channel).inc(dead)
+        given_up += dead
     if given_up:
         logger.warning("notifications sweep: %d in-doubt deliveries dead-lettered", given_up)
     # `updated_at` is bumped on each re-enqueue, so a long backlog that is merely waiting
@@ -430,7 +437,7 @@ def _resend_unknown_outcomes(*, now: datetime, batch: int) -> list[UUID]:
     if not channels:
         return []
     with transaction.atomic():
-        ids = list(
+        rows = list(
             Delivery.objects.filter(
                 status=Delivery.Status.SENDING,
                 lease_until__lt=now,
@@ -438,8 +445,9 @@ def _resend_unknown_outcomes(*, now: datetime, batch: int) -> list[UUID]:
                 attempts__lt=settings.NOTIFICATIONS_MAX_ATTEMPTS,
             )
             .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:batch]
+            .values_list("pk", "channel")[:batch]
         )
+        ids = [pk for pk, _ in rows]
         if ids:
             Delivery.objects.filter(pk__in=ids).update(
                 status=Delivery.Status.FAILED,
@@ -451,6 +459,8 @@ def _resend_unknown_outcomes(*, now: datetime, batch: int) -> list[UUID]:
             )
     if ids:
         logger.warning("notifications sweep: %d in-doubt deliveries re-sent with their idempotency key", len(ids))
+        for channel, count in Counter(channel for _, channel in rows).items():
+            metrics.UNKNOWN_OUTCOME.labels(channel=channel, action="resent").inc(count)
         _enqueue_safely(ids)
     return ids
 

@@ -14,6 +14,7 @@ import pytest
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from accounts.tests.factories import DeviceFactory, UserFactory
 from notifications import services
@@ -41,6 +42,11 @@ def _record(settings, user, event):
     settings.NOTIFICATIONS_QUEUE = QUEUE
 
 
+def _unknown(channel: str, action: str) -> float:
+    labels = {"channel": channel, "action": action}
+    return REGISTRY.get_sample_value("bankcore_notifications_unknown_outcome_total", labels) or 0.0
+
+
 def _worker_died_mid_send(row: Delivery) -> None:
     """What a SIGKILLed worker leaves behind: the row claimed (`sending`), its lease run out."""
     Delivery.objects.filter(pk=row.pk).update(
@@ -56,10 +62,12 @@ def test_in_doubt_sms_the_gateway_got_is_resent_with_the_same_key_and_not_sent_t
     row = Delivery.objects.get(user=user, channel="sms")
     first_id = HttpSmsProvider().send(row)  # the request got through, then the worker died
     _worker_died_mid_send(row)
+    counted = _unknown("sms", "resent")
 
     result = services.notifications_sweep(stuck_after=3600)
 
     assert (result.resent, result.given_up) == (1, 0)
+    assert _unknown("sms", "resent") - counted == 1
     row = wait_for(lambda: Delivery.objects.filter(pk=row.pk, status="sent").first())
     assert row.provider_message_id == first_id  # the gateway answered with the first message
     assert row.attempts == 2 and row.unknown_outcome_resends == 1
@@ -131,11 +139,13 @@ def test_in_doubt_email_is_dead_lettered_by_default_and_resent_with_the_same_mes
     dead_row = Delivery.objects.get(user=kept, channel="email")
     EmailProvider().send(dead_row)
     _worker_died_mid_send(dead_row)
+    counted = _unknown("email", "dead")
 
     result = services.notifications_sweep(stuck_after=3600)
 
     dead_row.refresh_from_db()
     assert (result.resent, result.given_up) == (0, 1)
+    assert _unknown("email", "dead") - counted == 1
     assert dead_row.status == "dead" and "outcome unknown" in dead_row.last_error
     assert dead_row.unknown_outcome_resends == 0
 
