@@ -160,7 +160,8 @@ def _raw_worker(accounts: list[str], seconds: float, counter: list[int], barrier
             )
             cur.execute(
                 "INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after,"
-                " created_at) VALUES (%s, %s, %s, 'EUR', %s, now()), (%s, %s, %s, 'EUR', %s, now())",
+                " created_at) VALUES (%s, %s, %s, 'EUR', %s, clock_timestamp()),"
+                " (%s, %s, %s, 'EUR', %s, clock_timestamp())",
                 [txn, source, -amount, after[source], txn, destination, amount, after[destination]],
             )
             conn.commit()

@@ -162,7 +162,12 @@ _POSTING_SQL = (
     " FROM (VALUES <balances>) AS v(id, balance) WHERE a.id = v.id RETURNING a.id),"
     " journal AS (INSERT INTO transactions_transaction (<columns>) VALUES (<journal>) RETURNING id)"
     " INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)"
-    " VALUES <entries>"
+    # Never earlier than the account's latest entry (app-server clocks may disagree): an
+    # account's entries stay in posting order by (created_at, id), which history pages,
+    # statements and opening balances rely on.
+    " SELECT v.txn, v.account, v.amount, v.currency, v.balance_after, GREATEST(v.at, COALESCE("
+    "(SELECT max(e.created_at) FROM transactions_entry e WHERE e.account_id = v.account), v.at))"
+    " FROM (VALUES <entries>) AS v(txn, account, amount, currency, balance_after, at)"
 )
 
 

@@ -159,3 +159,19 @@ def test_internal_account_may_go_negative_but_customers_may_not(db):
     account = open_account(owner, balance=100)
     vault = internal_account(purpose="cash_vault", currency="EUR")
     assert vault.balance < 0 and account.balance == 100
+
+
+def test_entries_never_go_back_in_time_on_an_account_even_if_a_clock_does(customer):
+    """An app server whose clock lags must not make history, statements or verify_ledger disorder."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    account = open_account(customer)
+    cash_deposit(iban=account.iban, amount=500)
+    lagging = timezone.now() - timedelta(minutes=5)
+    cash_withdraw(iban=account.iban, amount=200, at=lagging)
+    entries = list(Entry.objects.filter(account=account).order_by("created_at", "id"))
+    assert [e.balance_after for e in entries] == [500, 300]
+    assert entries[1].created_at >= entries[0].created_at
+    assert ledger_verify().ok
