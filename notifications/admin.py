@@ -110,6 +110,12 @@ class IncidentChangeForm(forms.ModelForm):
         model = Incident
         fields: list[str] = []
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("update_message") and self.instance.resolved_at is not None:
+            raise forms.ValidationError("This incident is resolved; declare a new one instead of updating it.")
+        return cleaned
+
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
@@ -183,6 +189,16 @@ class MaintenanceWindowForm(forms.ModelForm):
     class Meta:
         model = MaintenanceWindow
         fields = ["title", "message", "services", "starts_at", "ends_at"]
+
+    def clean(self) -> dict[str, Any]:
+        # The same rules maintenance_schedule enforces, shown on the form instead of a 500.
+        cleaned = super().clean()
+        starts_at, ends_at = cleaned.get("starts_at"), cleaned.get("ends_at")
+        if starts_at and ends_at and ends_at <= starts_at:
+            self.add_error("ends_at", "Must be after the start.")
+        if cleaned.get("announce") and not (cleaned.get("message") or "").strip():
+            self.add_error("message", "Required to announce the window.")
+        return cleaned
 
 
 @admin.register(MaintenanceWindow)

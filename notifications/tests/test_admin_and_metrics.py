@@ -168,3 +168,30 @@ def test_staff_schedule_and_announce_maintenance_in_the_admin_through_the_servic
     assert not MaintenanceWindow.objects.get(title="Quiet").announcements.exists()
     listing = staff_client.get("/admin/notifications/maintenancewindow/").content.decode()
     assert "0/1 (running)" in listing
+
+
+def test_admin_shows_form_errors_for_a_window_ending_before_it_starts(staff_client):
+    form = {
+        "title": "Backwards",
+        "message": "x",
+        "starts_at_0": "2026-12-06",
+        "starts_at_1": "03:00:00",
+        "ends_at_0": "2026-12-06",
+        "ends_at_1": "02:00:00",
+        "announce": "on",
+    }
+    response = staff_client.post("/admin/notifications/maintenancewindow/add/", form)
+    assert response.status_code == 200
+    assert "Must be after the start." in response.content.decode()
+    assert not MaintenanceWindow.objects.filter(title="Backwards").exists()
+
+
+def test_admin_refuses_an_update_to_a_resolved_incident_with_a_form_error(staff_client):
+    incident = services.incident_declare(title="t", message="first", severity="minor", services=["cards"])
+    services.incident_resolve(incident_id=incident.pk)
+    response = staff_client.post(
+        f"/admin/notifications/incident/{incident.pk}/change/", {"update_message": "Too late."}
+    )
+    assert response.status_code == 200
+    assert "This incident is resolved" in response.content.decode()
+    assert incident.updates.count() == 2  # declared + resolved, nothing more
