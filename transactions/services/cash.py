@@ -22,27 +22,43 @@ def _customer_account(iban: str) -> BankAccount:
     return account
 
 
-def cash_deposit(
-    *, iban: str, amount: int, reference: str = "", actor: Any = None, at: datetime | None = None
+def _teller_cash(
+    *, paid_in: bool, iban: str, amount: int, reference: str, actor: Any, at: datetime | None
 ) -> Transaction:
-    """Credit a customer account with cash paid in; the cash vault is debited. Atomic, audited."""
+    """One teller movement between a customer account and the cash vault. Atomic, audited."""
     account = _customer_account(iban)
     vault = internal_account(purpose="cash_vault", currency=account.currency)
+    if paid_in:
+        kind, legs, description, action = (
+            Transaction.Kind.DEPOSIT,
+            [Leg(vault.pk, -amount), Leg(account.pk, amount)],
+            "Cash deposit",
+            "deposit.posted",
+        )
+        sides: dict[str, Any] = {"destination_account_id": account.pk}
+    else:
+        kind, legs, description, action = (
+            Transaction.Kind.WITHDRAWAL,
+            [Leg(account.pk, -amount), Leg(vault.pk, amount)],
+            "Cash withdrawal",
+            "withdrawal.posted",
+        )
+        sides = {"source_account_id": account.pk}
 
     def work() -> Transaction:
         journal, _ = post_transaction(
-            kind=Transaction.Kind.DEPOSIT,
-            legs=[Leg(vault.pk, -amount), Leg(account.pk, amount)],
+            kind=kind,
+            legs=legs,
             currency=account.currency,
             reference=reference,
-            description=reference or "Cash deposit",
-            destination_account_id=account.pk,
+            description=reference or description,
             amount=amount,
             initiated_by=actor if getattr(actor, "is_authenticated", False) else None,
             at=at,
+            **sides,
         )
         audit_record(
-            action="deposit.posted",
+            action=action,
             actor=actor or "operator",
             target=journal,
             details={
@@ -54,6 +70,13 @@ def cash_deposit(
         return journal
 
     return atomic_with_retry(work)
+
+
+def cash_deposit(
+    *, iban: str, amount: int, reference: str = "", actor: Any = None, at: datetime | None = None
+) -> Transaction:
+    """Credit a customer account with cash paid in; the cash vault is debited. Atomic, audited."""
+    return _teller_cash(paid_in=True, iban=iban, amount=amount, reference=reference, actor=actor, at=at)
 
 
 def cash_withdraw(
@@ -63,31 +86,4 @@ def cash_withdraw(
 
     Refused (InsufficientFunds) beyond the account's available funds. Atomic, audited.
     """
-    account = _customer_account(iban)
-    vault = internal_account(purpose="cash_vault", currency=account.currency)
-
-    def work() -> Transaction:
-        journal, _ = post_transaction(
-            kind=Transaction.Kind.WITHDRAWAL,
-            legs=[Leg(account.pk, -amount), Leg(vault.pk, amount)],
-            currency=account.currency,
-            reference=reference,
-            description=reference or "Cash withdrawal",
-            source_account_id=account.pk,
-            amount=amount,
-            initiated_by=actor if getattr(actor, "is_authenticated", False) else None,
-            at=at,
-        )
-        audit_record(
-            action="withdrawal.posted",
-            actor=actor or "operator",
-            target=journal,
-            details={
-                "account": str(account.pk),
-                "amount": format_amount(amount, account.currency),
-                "reference": reference,
-            },
-        )
-        return journal
-
-    return atomic_with_retry(work)
+    return _teller_cash(paid_in=False, iban=iban, amount=amount, reference=reference, actor=actor, at=at)
