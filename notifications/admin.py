@@ -111,7 +111,8 @@ class IncidentChangeForm(forms.ModelForm):
         fields: list[str] = []
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("update_message") and self.instance.resolved_at is not None:
             raise forms.ValidationError("This incident is resolved; declare a new one instead of updating it.")
         return cleaned
@@ -192,7 +193,8 @@ class MaintenanceWindowForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         # The same rules maintenance_schedule enforces, shown on the form instead of a 500.
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         starts_at, ends_at = cleaned.get("starts_at"), cleaned.get("ends_at")
         if starts_at and ends_at and ends_at <= starts_at:
             self.add_error("ends_at", "Must be after the start.")
