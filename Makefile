@@ -29,10 +29,11 @@ run: $(VENV)/.deps
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
-## test: lint, migrations check and the whole suite on PostgreSQL and Redis
+## test: lint, type check, migrations check and the whole suite on PostgreSQL and Redis
 test: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy bankcore accounts transactions integrations notifications
 	DJANGO_SETTINGS_MODULE=bankcore.settings_test $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -117,4 +117,4 @@ def statement_pdf(*, account: BankAccount, month: date, owner_name: str) -> IO[b
 
 
 def owner_display_name(account: BankAccount) -> Any:
-    return account.owner.full_name if account.owner_id else account.name
+    return account.owner.full_name if account.owner is not None else account.name

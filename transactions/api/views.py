@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -122,8 +123,9 @@ class AccountHistory(APIView):
 class _JSONErrorsOnly(DefaultContentNegotiation):
     """`?format=` here picks the statement's file type, not a DRF renderer; errors stay JSON."""
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
-        return renderers[0], renderers[0].media_type
+    def select_renderer(self, request: Request, renderers: Iterable[Any], format_suffix: str | None = None) -> Any:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class AccountStatement(APIView):
@@ -152,6 +154,7 @@ class AccountStatement(APIView):
             errors["format"] = ["csv or pdf."]
         if errors:
             raise serializers.ValidationError(errors)
+        assert month is not None  # parsed above, or ValidationError was raised
         filename = f"statement-{account.iban[-4:]}-{raw_month}.{kind}"
         if kind == "csv":
             response: HttpResponseBase = StreamingHttpResponse(
@@ -247,7 +250,7 @@ class BeneficiaryListCreate(APIView):
         responses=paginated(BeneficiaryOutput),
     )
     def get(self, request: Request) -> Response:
-        return _paginate(self, request, Beneficiary.objects.filter(owner=request.user), BeneficiaryOutput)
+        return _paginate(self, request, Beneficiary.objects.filter(owner=request.user.pk), BeneficiaryOutput)
 
     @extend_schema(summary="Save a payee", request=BeneficiaryInput, responses={201: BeneficiaryOutput})
     def post(self, request: Request) -> Response:
@@ -259,7 +262,7 @@ class BeneficiaryListCreate(APIView):
 
 class BeneficiaryDetail(APIView):
     def _get(self, request: Request, beneficiary_id: Any) -> Beneficiary:
-        beneficiary = Beneficiary.objects.filter(owner=request.user, pk=beneficiary_id).first()
+        beneficiary = Beneficiary.objects.filter(owner=request.user.pk, pk=beneficiary_id).first()
         if beneficiary is None:
             raise AccountNotFound("No such beneficiary.")
         return beneficiary
@@ -284,7 +287,7 @@ class StandingOrderListCreate(APIView):
         responses=paginated(StandingOrderOutput),
     )
     def get(self, request: Request) -> Response:
-        return _paginate(self, request, StandingOrder.objects.filter(owner=request.user), StandingOrderOutput)
+        return _paginate(self, request, StandingOrder.objects.filter(owner=request.user.pk), StandingOrderOutput)
 
     @extend_schema(
         summary="Schedule a recurring transfer", request=StandingOrderInput, responses={201: StandingOrderOutput}
@@ -311,7 +314,7 @@ class StandingOrderListCreate(APIView):
 class StandingOrderDetail(APIView):
     @extend_schema(summary="One standing order", responses=StandingOrderOutput)
     def get(self, request: Request, order_id: Any) -> Response:
-        order = StandingOrder.objects.filter(owner=request.user, pk=order_id).first()
+        order = StandingOrder.objects.filter(owner=request.user.pk, pk=order_id).first()
         if order is None:
             raise AccountNotFound("No such standing order.")
         return Response(StandingOrderOutput(order).data)

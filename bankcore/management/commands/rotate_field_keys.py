@@ -28,8 +28,8 @@ class Command(BaseCommand):
         total = 0
         for model, attname in encrypted_fields():
             table = quote(model._meta.db_table)
-            column = quote(model._meta.get_field(attname).column)
-            pk = quote(model._meta.pk.column)
+            column = quote(str(model._meta.get_field(attname).column))  # type: ignore[union-attr]
+            pk = quote(str(model._meta.pk.column))
             rewritten = 0
             last_pk: Any = None
             while True:
