@@ -54,13 +54,52 @@ def _connection_chain() -> int:
     return connection.connection.get_backend_pid() % chains + 1
 
 
-def _locked_head(chain: int) -> AuditChainHead:
-    try:
-        return AuditChainHead.objects.select_for_update().get(id=chain)
-    except AuditChainHead.DoesNotExist:
-        # First event on this chain: create the head without racing another first writer.
-        AuditChainHead.objects.bulk_create([AuditChainHead(id=chain)], ignore_conflicts=True)
-        return AuditChainHead.objects.select_for_update().get(id=chain)
+_EVENT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+_LOCK_HEAD_SQL = "SELECT last_hash FROM bankcore_auditchainhead WHERE id = %s FOR UPDATE"
+_CREATE_HEAD_SQL = (
+    "INSERT INTO bankcore_auditchainhead (id, last_event_id, last_hash) VALUES (%s, 0, %s) ON CONFLICT (id) DO NOTHING"
+)
+# The event row and the new chain head in one statement (one round trip under the head lock).
+# Only the model's own column names and placeholders are spliced in; every value is a bound parameter.
+_APPEND_SQL = (
+    (
+        "WITH event AS (INSERT INTO bankcore_auditevent (<columns>) VALUES (<values>) RETURNING id)"
+        " UPDATE bankcore_auditchainhead AS head SET last_event_id = event.id, last_hash = %s FROM event"
+        " WHERE head.id = %s RETURNING event.id"
+    )
+    .replace("<columns>", ", ".join(f.column for f in _EVENT_FIELDS))
+    .replace("<values>", ", ".join(["%s"] * len(_EVENT_FIELDS)))
+)
+
+
+def _lock_head(chain: int) -> str:
+    """Lock this chain's head row (creating it on first use, race-free); return its last hash."""
+    if connection.vendor != "postgresql":
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=chain)
+        return head.last_hash
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_HEAD_SQL, [chain])
+        row = cursor.fetchone()
+        if row is None:
+            # First event on this chain: create the head without racing another first writer.
+            cursor.execute(_CREATE_HEAD_SQL, [chain, "0" * 64])
+            cursor.execute(_LOCK_HEAD_SQL, [chain])
+            row = cursor.fetchone()
+    return row[0]
+
+
+def _append(event: AuditEvent) -> None:
+    """Insert the event and move the chain head to it (the head is locked by `_lock_head`)."""
+    if connection.vendor != "postgresql":
+        event.save(force_insert=True)
+        AuditChainHead.objects.filter(id=event.chain).update(last_event_id=event.id, last_hash=event.hash)
+        return
+    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _EVENT_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL, [*params, event.hash, event.chain])
+        event.id = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
 
 
 def audit_record(
@@ -83,10 +122,13 @@ def audit_record(
         target_type = target_type or target._meta.label
         target_id = target_id or str(target.pk)
     actor_user = actor if getattr(actor, "is_authenticated", False) else None
-    with transaction.atomic():
-        head = _locked_head(_connection_chain())
+    # Joins the caller's transaction (no savepoint: nothing in here is caught and retried);
+    # outside one it is its own transaction.
+    with transaction.atomic(savepoint=False):
+        chain = _connection_chain()
+        prev_hash = _lock_head(chain)
         event = AuditEvent(
-            chain=head.id,
+            chain=chain,
             created_at=timezone.now(),
             actor=actor_user,
             actor_label=str(getattr(actor_user, "email", "") or (actor if isinstance(actor, str) else "")),
@@ -97,13 +139,10 @@ def audit_record(
             user_agent=meta.user_agent,
             request_id=meta.request_id if meta.request_id != "-" else "",
             details=json.loads(json.dumps(details or {}, default=str)),
-            prev_hash=head.last_hash,
+            prev_hash=prev_hash,
         )
-        event.hash = chain_hash(head.last_hash, event)
-        event.save(force_insert=True)
-        head.last_event_id = event.id
-        head.last_hash = event.hash
-        head.save(update_fields=["last_event_id", "last_hash"])
+        event.hash = chain_hash(prev_hash, event)
+        _append(event)
     return event
 
 
