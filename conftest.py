@@ -63,13 +63,19 @@ def redis_flushed() -> Iterator[None]:
     client.flushdb()
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
-    """One real Celery worker for the session, on the test database and the Redis broker."""
+@pytest.fixture
+def celery_worker_process(transactional_db: Any) -> Iterator[Any]:
+    """A real Celery worker on the test database and the Redis broker, for one test.
+
+    Per test, not per session: a worker left running would pick up tasks that later
+    tests publish and touch the database while pytest-django truncates it. Stale tasks
+    from earlier tests are purged first; the worker stops before the tables are flushed.
+    """
+    from bankcore.celery import app
     from bankcore.testing import CeleryWorker
 
-    with django_db_blocker.unblock():
-        worker = CeleryWorker().start()
+    app.control.purge()
+    worker = CeleryWorker().start()
     try:
         yield worker
     finally:
