@@ -12,16 +12,34 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
-from accounts.services.sessions import SESSION_CLAIM, session_is_live
+from accounts.services.sessions import SESSION_CLAIM, user_with_session_state
 
 
 class SessionJWTAuthentication(JWTAuthentication):
     def get_user(self, validated_token: Any) -> Any:
-        user = super().get_user(validated_token)
+        """simplejwt's checks (user exists, is active, password unchanged) plus a live session,
+        with the user row and the session state read in one query."""
+        try:
+            user_id = validated_token[api_settings.USER_ID_CLAIM]
+        except KeyError as exc:
+            raise InvalidToken("Token contained no recognizable user identification") from exc
         session_id = validated_token.get(SESSION_CLAIM)
-        if not session_id or not session_is_live(session_id=session_id, user_id=user.pk):
+        if not session_id:
+            raise AuthenticationFailed("This session has ended. Log in again.", code="session_revoked")
+        user = user_with_session_state(user_id=user_id, session_id=session_id)
+        if user is None:
+            raise AuthenticationFailed("User not found", code="user_not_found")
+        if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
+            raise AuthenticationFailed("User is inactive", code="user_inactive")
+        if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
+            api_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise AuthenticationFailed("The user's password has been changed.", code="password_changed")
+        if not user.session_live:
             raise AuthenticationFailed("This session has ended. Log in again.", code="session_revoked")
         return user
 

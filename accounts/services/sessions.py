@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenBackendError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -218,3 +219,13 @@ def sessions_revoke(
 
 def session_is_live(*, session_id: str, user_id: Any) -> bool:
     return LoginSession.objects.filter(pk=session_id, user_id=user_id, revoked_at__isnull=True).exists()
+
+
+def user_with_session_state(*, user_id: Any, session_id: str) -> User | None:
+    """The user, with `session_live` = whether `session_id` is one of their unrevoked sessions.
+
+    One query for what every authenticated request needs (the user row and the
+    revocation check), read fresh on each call so a revocation takes effect at once.
+    """
+    live = LoginSession.objects.filter(pk=session_id, user_id=OuterRef("pk"), revoked_at__isnull=True)
+    return User.objects.filter(pk=user_id).annotate(session_live=Exists(live)).first()
