@@ -11,16 +11,24 @@ true`); with another request it answers 422 `idempotency_key_reused`; while the 
 request is still running it answers 409 `idempotency_in_progress`.
 
 How exactly-once is kept:
-1. the key is *claimed* in its own short committed transaction (unique per user+key,
-   state in_progress, a random claim token and a lease);
-2. the view runs inside one database transaction, and the response is written to the
-   key row *in that same transaction* (conditional on still holding the claim). So the
-   money moves if and only if the response is stored; a crash in between leaves only an
-   in-progress claim whose lease runs out, and no transfer.
-3. Successful (2xx) and business-rule (422) answers are stored and replayed. Answers
-   the client is expected to fix and retry with the same key - 400 bad input, 403
-   step-up required, 404 - release the key instead, as does an unexpected error.
-Transient deadlock/serialization failures restart step 2 (bounded).
+1. one database transaction holds the whole request. It starts by *claiming* the key
+   in one statement: a transaction-scoped advisory lock on (user, key) - taken with
+   try-lock, so a concurrent duplicate answers 409 at once instead of waiting - the
+   lookup of an earlier row, and the insert of this request's row (unique per
+   user+key, state in_progress, a random claim token). Nobody else sees that row
+   before COMMIT; the advisory lock is what tells them a request is in flight.
+2. the view runs in a savepoint of that transaction, and the response is written to
+   the key row in the same transaction (conditional on still holding the claim). So
+   the money moves if and only if the response is stored; a crash at any point rolls
+   back everything and frees the lock, and a retry runs afresh. One COMMIT per request.
+3. Successful (2xx) and business-rule (422) answers are stored and replayed (a 422's
+   work is undone with the savepoint, its answer committed). Answers the client is
+   expected to fix and retry with the same key - 400 bad input, 403 step-up required,
+   404 - roll the claim back with the work, as does an unexpected error.
+A committed row is always completed; an in_progress row left by an earlier version
+(claim committed on its own, with a lease) is still honoured: 409 while its lease
+runs, taken over after. Transient deadlock/serialization failures restart the
+whole transaction (bounded), then answer 503.
 """
 
 from __future__ import annotations
@@ -30,7 +38,6 @@ import json
 import re
 import secrets
 from collections.abc import Callable
-from contextlib import nullcontext
 from functools import wraps
 from typing import Any
 
@@ -75,16 +82,101 @@ def _stored(status_code: int) -> bool:
     return 200 <= status_code < 300 or status_code == 422
 
 
+# The happy path is one plain INSERT (cheap to plan): it claims the advisory lock and the row
+# together, and inserts nothing if either is taken.
+_CLAIM_SQL = (
+    "INSERT INTO transactions_idempotencykey"
+    " (user_id, key, request_hash, state, claim_token, lease_until, created_at, expires_at)"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s WHERE pg_try_advisory_xact_lock(%s)"
+    " ON CONFLICT (user_id, key) DO NOTHING RETURNING id"
+)
+# Otherwise: was it the lock, and what row is there? (Re-taking a lock we hold succeeds.)
+_LOOK_SQL = (
+    "SELECT pg_try_advisory_xact_lock(%s), k.id, k.request_hash, k.state, k.claim_token, k.lease_until,"
+    " k.response_status, k.response_body, k.expires_at FROM (SELECT 1) AS one"
+    " LEFT JOIN transactions_idempotencykey k ON k.user_id = %s AND k.key = %s"
+)
+
+
+def _lock_id(user: Any, key: str) -> int:
+    """A signed 64-bit advisory lock id for (user, key). A collision only costs a spurious 409."""
+    digest = hashlib.sha256(f"idempotency\n{user.pk}\n{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | None]:
-    """Claim the key, or return the response to give instead (replay). Own transaction."""
+    """Claim the key inside the current transaction, or return the response to give instead (replay).
+
+    Raises IdempotencyKeyReused (another request under this key) or IdempotencyInProgress.
+    """
+    from transactions.models import IdempotencyKey
+
+    if connection.vendor != "postgresql":
+        return _claim_portable(user=user, key=key, fingerprint=fingerprint)
+    user_id = IdempotencyKey._meta.get_field("user").get_db_prep_value(user.pk, connection)
+    for _ in range(3):
+        now = timezone.now()
+        token = secrets.token_hex(16)
+        lock_id = _lock_id(user, key)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CLAIM_SQL,
+                [
+                    user_id,
+                    key,
+                    fingerprint,
+                    IdempotencyKey.State.IN_PROGRESS.value,
+                    token,
+                    now + settings.IDEMPOTENCY_LEASE,
+                    now,
+                    now + settings.IDEMPOTENCY_KEY_TTL,
+                    lock_id,
+                ],
+            )
+            claimed = cursor.fetchone()
+            if claimed is not None:
+                return IdempotencyKey(pk=claimed[0], user=user, key=key, claim_token=token), None
+            cursor.execute(_LOOK_SQL, [lock_id, user_id, key])
+            got, *existing = cursor.fetchone()
+        if existing[0] is None:
+            if not got:
+                raise IdempotencyInProgress()
+            continue  # committed by another request after our snapshot: look again
+        row_id, request_hash, state, claim_token, lease_until, response_status, response_body, expires_at = existing
+        if isinstance(response_body, str):
+            response_body = json.loads(response_body)
+        if expires_at <= now:
+            if not got:
+                raise IdempotencyInProgress()
+            # Past its 24 hours but not yet swept: the key is free again.
+            IdempotencyKey.objects.filter(pk=row_id, expires_at__lte=now).delete()
+            continue
+        if request_hash != fingerprint:
+            raise IdempotencyKeyReused()
+        if state == IdempotencyKey.State.COMPLETED:
+            response = Response(response_body, status=response_status)
+            response[REPLAY_HEADER] = "true"
+            return None, response
+        if not got or lease_until > now:
+            raise IdempotencyInProgress()
+        # A claim committed by an earlier version whose request died: take over (we hold the lock).
+        taken = IdempotencyKey.objects.filter(pk=row_id, claim_token=claim_token, state=state).update(
+            claim_token=token, lease_until=now + settings.IDEMPOTENCY_LEASE
+        )
+        if not taken:
+            raise IdempotencyInProgress()
+        return IdempotencyKey(pk=row_id, user=user, key=key, claim_token=token), None
+    raise IdempotencyInProgress()
+
+
+def _claim_portable(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | None]:
+    """Databases without advisory locks: claim by the unique (user, key) row alone."""
     from transactions.models import IdempotencyKey
 
     now = timezone.now()
     token = secrets.token_hex(16)
-    # Committed on its own (autocommit) before the work starts; a savepoint only if a caller's transaction is open.
-    claim_scope = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with claim_scope:
+        with transaction.atomic():
             row = IdempotencyKey.objects.create(
                 user=user,
                 key=key,
@@ -97,30 +189,18 @@ def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | No
         return row, None
     except IntegrityError:
         pass
-    existing = IdempotencyKey.objects.filter(user=user, key=key).first()
-    if existing is None:  # expired and deleted in between: try once more
-        return _claim(user=user, key=key, fingerprint=fingerprint)
-    row = existing
-    if row.expires_at <= now:
-        # Past its 24 hours but not yet swept: the key is free again.
-        IdempotencyKey.objects.filter(pk=row.pk, expires_at__lte=now).delete()
-        return _claim(user=user, key=key, fingerprint=fingerprint)
+    row = IdempotencyKey.objects.filter(user=user, key=key).first()
+    if row is None or row.expires_at <= now:
+        if row is not None:
+            row.delete()
+        return _claim_portable(user=user, key=key, fingerprint=fingerprint)
     if row.request_hash != fingerprint:
         raise IdempotencyKeyReused()
     if row.state == IdempotencyKey.State.COMPLETED:
         response = Response(row.response_body, status=row.response_status)
         response[REPLAY_HEADER] = "true"
         return row, response
-    if row.lease_until > now:
-        raise IdempotencyInProgress()
-    # The first request died without committing (its response would be stored): take over.
-    taken = IdempotencyKey.objects.filter(pk=row.pk, claim_token=row.claim_token, state=row.state).update(
-        claim_token=token, lease_until=now + settings.IDEMPOTENCY_LEASE
-    )
-    if not taken:
-        raise IdempotencyInProgress()
-    row.claim_token = token
-    return row, None
+    raise IdempotencyInProgress()
 
 
 def _complete(row: Any, status_code: int, body: Any) -> None:
@@ -135,45 +215,38 @@ def _complete(row: Any, status_code: int, body: Any) -> None:
         raise IdempotencyInProgress()
 
 
-def _release(row: Any) -> None:
-    from transactions.models import IdempotencyKey
-
-    IdempotencyKey.objects.filter(
-        pk=row.pk, claim_token=row.claim_token, state=IdempotencyKey.State.IN_PROGRESS
-    ).delete()
-
-
 def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Callable[[], Response]) -> Response:
     """Run `handler` (which builds the response) at most once per (user, key) with exactly-once effects."""
     from transactions.db import is_transient
 
     if not key or not _KEY_SYNTAX.match(key):
         raise IdempotencyKeyMissing(details={HEADER: ["Required: 1-255 printable ASCII characters."]})
-    row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
-    if replay is not None:
-        return replay
-    try:
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                with transaction.atomic():
-                    response = handler()
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        try:
+            stored_error: BankError | None = None
+            with transaction.atomic():
+                row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
+                if replay is not None:
+                    return replay
+                try:
+                    with transaction.atomic():  # savepoint: a stored error keeps the claim, undoes the work
+                        response = handler()
+                except BankError as exc:
+                    if not _stored(exc.status_code) or isinstance(exc, IdempotencyInProgress):
+                        raise  # rolls the claim back with the work: the key stays free
+                    _complete(row, exc.status_code, error_body(exc.code, exc.message, exc.details))
+                    stored_error = exc
+                else:
                     if _stored(response.status_code):
                         _complete(row, response.status_code, response.data)
                     return response
-            except OperationalError as exc:
-                if not is_transient(exc) or attempt == _MAX_ATTEMPTS:
-                    raise
-        raise ServiceUnavailable("The bank is busy; please retry.")
-    except BankError as exc:
-        if _stored(exc.status_code) and not isinstance(exc, IdempotencyInProgress):
-            with transaction.atomic():
-                _complete(row, exc.status_code, error_body(exc.code, exc.message, exc.details))
-        else:
-            _release(row)
-        raise
-    except BaseException:
-        _release(row)
-        raise
+            raise stored_error  # committed with its stored answer
+        except OperationalError as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == _MAX_ATTEMPTS:
+                raise ServiceUnavailable("The bank is busy; please retry.") from exc
+    raise AssertionError("unreachable")
 
 
 def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:

@@ -69,10 +69,22 @@ def test_an_idempotent_request_restarts_its_whole_transaction_on_a_serialization
     owner = CustomerFactory()
     account = open_account(owner)
     attempts: list[int] = []
-    work = _work_that_conflicts(account.pk, attempts, conflicting_attempts=1)
+
+    def work():
+        # The key is claimed in this same transaction, so the handler cannot pick its isolation
+        # level as `_work_that_conflicts` does: PostgreSQL itself raises the 40001 it would get.
+        attempts.append(1)
+        BankAccount.objects.filter(pk=account.pk).update(name=f"attempt {len(attempts)}")
+        if len(attempts) == 1:
+            with connection.cursor() as cur:
+                cur.execute("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$")
+        return len(attempts)
+
     response = run_idempotent(
         user=owner, key="retry-1", fingerprint="f", handler=lambda: Response({"attempt": work()}, status=201)
     )
     assert response.status_code == 201 and response.data == {"attempt": 2}
     key = IdempotencyKey.objects.get(key="retry-1")
     assert key.state == "completed" and key.response_body == {"attempt": 2}
+    account.refresh_from_db()
+    assert account.name == "attempt 2"  # the first attempt's work was rolled back with its claim
