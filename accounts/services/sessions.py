@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenBackendError
@@ -26,6 +26,7 @@ from accounts.exceptions import SessionRevoked
 from accounts.models import Device, LoginSession, User
 from bankcore.api.logging import current_request_meta
 from bankcore.audit import audit_record
+from bankcore.crypto import EncryptedTextField
 from notifications.events import Event
 from notifications.services import notify
 
@@ -226,6 +227,30 @@ def user_with_session_state(*, user_id: Any, session_id: str) -> User | None:
 
     One query for what every authenticated request needs (the user row and the
     revocation check), read fresh on each call so a revocation takes effect at once.
+    Hand-written (it runs on every request); encrypted columns are left deferred, so they
+    are decrypted only if a request reads them. None if either id is malformed or unknown.
     """
-    live = LoginSession.objects.filter(pk=session_id, user_id=OuterRef("pk"), revoked_at__isnull=True)
-    return User.objects.filter(pk=user_id).annotate(session_live=Exists(live)).first()
+    try:
+        user_pk, session_pk = uuid.UUID(str(user_id)), uuid.UUID(str(session_id))
+    except ValueError:
+        return None
+    if connection.vendor != "postgresql":
+        live = LoginSession.objects.filter(pk=session_pk, user_id=OuterRef("pk"), revoked_at__isnull=True)
+        return User.objects.filter(pk=user_pk).annotate(session_live=Exists(live)).first()
+    with connection.cursor() as cursor:
+        cursor.execute(_USER_WITH_SESSION_SQL, [session_pk, user_pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    user = User.from_db(connection.alias, _USER_FIELDS, row[:-1])
+    user.session_live = row[-1]
+    return user
+
+
+_USER_FIELDS = [f.attname for f in User._meta.concrete_fields if not isinstance(f, EncryptedTextField)]
+# Only the model's own column names are spliced in; the ids are bound parameters.
+_USER_WITH_SESSION_SQL = (
+    "SELECT <columns>, EXISTS (SELECT 1 FROM accounts_loginsession s"
+    " WHERE s.id = %s AND s.user_id = u.id AND s.revoked_at IS NULL)"
+    " FROM accounts_user u WHERE u.id = %s"
+).replace("<columns>", ", ".join(f"u.{User._meta.get_field(name).column}" for name in _USER_FIELDS))
