@@ -207,9 +207,20 @@ def _complete(row: Any, status_code: int, body: Any) -> None:
     """Store the response; must run in the transaction that did the work."""
     from transactions.models import IdempotencyKey
 
-    updated = IdempotencyKey.objects.filter(pk=row.pk, claim_token=row.claim_token).update(
-        state=IdempotencyKey.State.COMPLETED, response_status=status_code, response_body=body
-    )
+    if connection.vendor == "postgresql":
+        # Hand-written: one per request; the body is adapted exactly as the ORM would.
+        prepared = IdempotencyKey._meta.get_field("response_body").get_db_prep_save(body, connection)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE transactions_idempotencykey SET state = %s, response_status = %s, response_body = %s"
+                " WHERE id = %s AND claim_token = %s",
+                [IdempotencyKey.State.COMPLETED.value, status_code, prepared, row.pk, row.claim_token],
+            )
+            updated = cursor.rowcount
+    else:
+        updated = IdempotencyKey.objects.filter(pk=row.pk, claim_token=row.claim_token).update(
+            state=IdempotencyKey.State.COMPLETED, response_status=status_code, response_body=body
+        )
     if not updated:
         # Our lease ran out and another request took over: undo our work.
         raise IdempotencyInProgress()
