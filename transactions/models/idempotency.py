@@ -9,9 +9,10 @@ from django.db import models
 class IdempotencyKey(models.Model):
     """One client key per user: the request's fingerprint and, once done, its response.
 
-    Written `in_progress` (own, committed transaction) before the work starts, and
-    completed in the *same* database transaction as the work, so a committed transfer
-    always has its stored response and a crashed request leaves only a lease that expires.
+    Written `in_progress` and completed in the *same* database transaction as the work
+    (bankcore.idempotency), so a committed row always holds its stored response and a
+    crashed request leaves nothing. `lease_until` only matters for in_progress rows
+    committed by the earlier scheme, which claimed the key in a transaction of its own.
     """
 
     class State(models.TextChoices):
