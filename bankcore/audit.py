@@ -67,7 +67,7 @@ _APPEND_SQL = (
         " UPDATE bankcore_auditchainhead AS head SET last_event_id = event.id, last_hash = %s FROM event"
         " WHERE head.id = %s RETURNING event.id"
     )
-    .replace("<columns>", ", ".join(f.column for f in _EVENT_FIELDS))
+    .replace("<columns>", ", ".join(str(f.column) for f in _EVENT_FIELDS))
     .replace("<values>", ", ".join(["%s"] * len(_EVENT_FIELDS)))
 )
 

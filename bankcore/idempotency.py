@@ -189,17 +189,17 @@ def _claim_portable(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Resp
         return row, None
     except IntegrityError:
         pass
-    row = IdempotencyKey.objects.filter(user=user, key=key).first()
-    if row is None or row.expires_at <= now:
-        if row is not None:
-            row.delete()
+    existing = IdempotencyKey.objects.filter(user=user, key=key).first()
+    if existing is None or existing.expires_at <= now:
+        if existing is not None:
+            existing.delete()
         return _claim_portable(user=user, key=key, fingerprint=fingerprint)
-    if row.request_hash != fingerprint:
+    if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused()
-    if row.state == IdempotencyKey.State.COMPLETED:
-        response = Response(row.response_body, status=row.response_status)
+    if existing.state == IdempotencyKey.State.COMPLETED:
+        response = Response(existing.response_body, status=existing.response_status)
         response[REPLAY_HEADER] = "true"
-        return row, response
+        return existing, response
     raise IdempotencyInProgress()
 
 

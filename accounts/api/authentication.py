@@ -30,16 +30,17 @@ class SessionJWTAuthentication(JWTAuthentication):
         session_id = validated_token.get(SESSION_CLAIM)
         if not session_id:
             raise AuthenticationFailed("This session has ended. Log in again.", code="session_revoked")
-        user = user_with_session_state(user_id=user_id, session_id=session_id)
-        if user is None:
+        found = user_with_session_state(user_id=user_id, session_id=session_id)
+        if found is None:
             raise AuthenticationFailed("User not found", code="user_not_found")
+        user, session_live = found
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise AuthenticationFailed("User is inactive", code="user_inactive")
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
             api_settings.REVOKE_TOKEN_CLAIM
         ) != get_md5_hash_password(user.password):
             raise AuthenticationFailed("The user's password has been changed.", code="password_changed")
-        if not user.session_live:
+        if not session_live:
             raise AuthenticationFailed("This session has ended. Log in again.", code="session_revoked")
         return user
 

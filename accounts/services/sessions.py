@@ -222,8 +222,8 @@ def session_is_live(*, session_id: str, user_id: Any) -> bool:
     return LoginSession.objects.filter(pk=session_id, user_id=user_id, revoked_at__isnull=True).exists()
 
 
-def user_with_session_state(*, user_id: Any, session_id: str) -> User | None:
-    """The user, with `session_live` = whether `session_id` is one of their unrevoked sessions.
+def user_with_session_state(*, user_id: Any, session_id: str) -> tuple[User, bool] | None:
+    """The user and whether `session_id` is one of their unrevoked sessions.
 
     One query for what every authenticated request needs (the user row and the
     revocation check), read fresh on each call so a revocation takes effect at once.
@@ -236,21 +236,20 @@ def user_with_session_state(*, user_id: Any, session_id: str) -> User | None:
         return None
     if connection.vendor != "postgresql":
         live = LoginSession.objects.filter(pk=session_pk, user_id=OuterRef("pk"), revoked_at__isnull=True)
-        return User.objects.filter(pk=user_pk).annotate(session_live=Exists(live)).first()
+        found = User.objects.filter(pk=user_pk).annotate(session_live=Exists(live)).first()
+        return None if found is None else (found, bool(found.session_live))
     with connection.cursor() as cursor:
         cursor.execute(_USER_WITH_SESSION_SQL, [session_pk, user_pk])
         row = cursor.fetchone()
     if row is None:
         return None
-    user = User.from_db(connection.alias, _USER_FIELDS, row[:-1])
-    user.session_live = row[-1]
-    return user
+    return User.from_db(connection.alias, [f.attname for f in _USER_FIELDS], row[:-1]), bool(row[-1])
 
 
-_USER_FIELDS = [f.attname for f in User._meta.concrete_fields if not isinstance(f, EncryptedTextField)]
+_USER_FIELDS = [f for f in User._meta.concrete_fields if not isinstance(f, EncryptedTextField)]
 # Only the model's own column names are spliced in; the ids are bound parameters.
 _USER_WITH_SESSION_SQL = (
     "SELECT <columns>, EXISTS (SELECT 1 FROM accounts_loginsession s"
     " WHERE s.id = %s AND s.user_id = u.id AND s.revoked_at IS NULL)"
     " FROM accounts_user u WHERE u.id = %s"
-).replace("<columns>", ", ".join(f"u.{User._meta.get_field(name).column}" for name in _USER_FIELDS))
+).replace("<columns>", ", ".join(f"u.{f.column}" for f in _USER_FIELDS))
