@@ -7,6 +7,7 @@ provider's message id or raises `TransientProviderError` (retry later) or
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import smtplib
@@ -24,7 +25,7 @@ from notifications.push_tokens import active_push_targets, deactivate_push_token
 
 
 class ProviderError(Exception):
-    pass
+    """A channel provider refused or failed a send."""
 
 
 class TransientProviderError(ProviderError):
@@ -166,7 +167,7 @@ class FileSmsProvider:
 _INVALID_TOKEN_STATUSES = {"UNREGISTERED", "INVALID_ARGUMENT", "NOT_FOUND"}
 
 
-class _PushProviderBase:
+class _PushProviderBase(abc.ABC):
     """Sends one delivery to every active device of the user, each device at most once.
 
     Devices already reached are remembered in `delivery.details["push_sent"]`, so a
@@ -195,12 +196,13 @@ class _PushProviderBase:
             raise PermanentProviderError("every push token was invalid (tokens deactivated)")
         return ",".join(sent.values())[:200]
 
+    @abc.abstractmethod
     def send_one(self, delivery: Any, token: str) -> str:
-        raise NotImplementedError
+        """Send to one device token; return the provider's message id. Raise _InvalidToken for dead tokens."""
 
 
 class _InvalidToken(Exception):
-    pass
+    """The push service says this device token is dead; the token gets deactivated."""
 
 
 def push_message_key(delivery: Any) -> str:

@@ -41,10 +41,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class EntryInline(admin.TabularInline):
-    model = Entry
-    fields = ("account", "amount", "currency", "balance_after", "created_at")
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
+    """Rows the ledger wrote: shown, never added, edited or deleted here."""
+
     extra = 0
     can_delete = False
 
@@ -53,6 +52,12 @@ class EntryInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class EntryInline(ReadOnlyInline):
+    model = Entry
+    fields = ("account", "amount", "currency", "balance_after", "created_at")
+    readonly_fields = fields
 
 
 @admin.action(description="Reverse selected transactions (posts a new reversal transaction)")
@@ -182,15 +187,10 @@ class BeneficiaryAdmin(ReadOnlyAdmin):
     search_fields = ("owner__email", "iban")
 
 
-class StandingOrderExecutionInline(admin.TabularInline):
+class StandingOrderExecutionInline(ReadOnlyInline):
     model = StandingOrderExecution
     fields = ("due_date", "outcome", "error_code", "transaction", "executed_at")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(StandingOrder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -12,7 +13,7 @@ from bankcore.api.exceptions import BankError
 from bankcore.money import InvalidAmount, format_amount, parse_amount
 
 
-class CashCommand(BaseCommand):
+class CashCommand(BaseCommand, abc.ABC):
     verb = ""
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -45,5 +46,6 @@ class CashCommand(BaseCommand):
             )
         )
 
+    @abc.abstractmethod
     def post(self, *, iban: str, amount: int, reference: str) -> Any:
-        raise NotImplementedError
+        """Call the cash service for this command (deposit or withdraw); return its journal transaction."""
