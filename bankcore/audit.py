@@ -54,50 +54,54 @@ def _connection_chain() -> int:
     return connection.connection.get_backend_pid() % chains + 1
 
 
-_EVENT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-_LOCK_HEAD_SQL = "SELECT last_hash FROM bankcore_auditchainhead WHERE id = %s FOR UPDATE"
+_HASHED_FIELDS = [f for f in AuditEvent._meta.concrete_fields if f.name not in ("id", "prev_hash", "hash")]
 _CREATE_HEAD_SQL = (
     "INSERT INTO bankcore_auditchainhead (id, last_event_id, last_hash) VALUES (%s, 0, %s) ON CONFLICT (id) DO NOTHING"
 )
-# The event row and the new chain head in one statement (one round trip under the head lock).
-# Only the model's own column names and placeholders are spliced in; every value is a bound parameter.
+# One statement, one round trip: lock the chain head, insert the event chained to it, move
+# the head. The hash is sha256(prev_hash || canonical content) - the same formula as
+# `chain_hash`, with the content bytes computed in Python (they do not depend on
+# prev_hash) and prev_hash read under the lock. FOR UPDATE hands back the head's newest
+# version after waiting, so a concurrent appender's event is always the one chained to.
+# Only the model's own column names and placeholders are spliced in; every value is bound.
 _APPEND_SQL = (
     (
-        "WITH event AS (INSERT INTO bankcore_auditevent (<columns>) VALUES (<values>) RETURNING id)"
-        " UPDATE bankcore_auditchainhead AS head SET last_event_id = event.id, last_hash = %s FROM event"
-        " WHERE head.id = %s RETURNING event.id"
+        "WITH head AS (SELECT last_hash FROM bankcore_auditchainhead WHERE id = %s FOR UPDATE),"
+        " event AS (INSERT INTO bankcore_auditevent (<columns>, prev_hash, hash)"
+        " SELECT <values>, head.last_hash, encode(sha256(convert_to(head.last_hash, 'UTF8') || %s::bytea), 'hex')"
+        " FROM head RETURNING id, prev_hash, hash)"
+        " UPDATE bankcore_auditchainhead AS h SET last_event_id = event.id, last_hash = event.hash FROM event"
+        " WHERE h.id = %s RETURNING event.id, event.prev_hash, event.hash"
     )
-    .replace("<columns>", ", ".join(str(f.column) for f in _EVENT_FIELDS))
-    .replace("<values>", ", ".join(["%s"] * len(_EVENT_FIELDS)))
+    .replace("<columns>", ", ".join(str(f.column) for f in _HASHED_FIELDS))
+    .replace("<values>", ", ".join(["%s"] * len(_HASHED_FIELDS)))
 )
 
 
-def _lock_head(chain: int) -> str:
-    """Lock this chain's head row (creating it on first use, race-free); return its last hash."""
-    if connection.vendor != "postgresql":
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=chain)
-        return head.last_hash
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_HEAD_SQL, [chain])
-        row = cursor.fetchone()
-        if row is None:
-            # First event on this chain: create the head without racing another first writer.
-            cursor.execute(_CREATE_HEAD_SQL, [chain, "0" * 64])
-            cursor.execute(_LOCK_HEAD_SQL, [chain])
-            row = cursor.fetchone()
-    return row[0]
+def _append_portable(event: AuditEvent) -> None:
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=event.chain)
+    event.prev_hash = head.last_hash
+    event.hash = chain_hash(event.prev_hash, event)
+    event.save(force_insert=True)
+    AuditChainHead.objects.filter(id=event.chain).update(last_event_id=event.id, last_hash=event.hash)
 
 
 def _append(event: AuditEvent) -> None:
-    """Insert the event and move the chain head to it (the head is locked by `_lock_head`)."""
+    """Chain the event to its chain's head and store it; sets id, prev_hash and hash."""
     if connection.vendor != "postgresql":
-        event.save(force_insert=True)
-        AuditChainHead.objects.filter(id=event.chain).update(last_event_id=event.id, last_hash=event.hash)
+        _append_portable(event)
         return
-    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _EVENT_FIELDS]
+    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _HASHED_FIELDS]
+    sql_params = [event.chain, *params, canonical_content(event), event.chain]
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL, [*params, event.hash, event.chain])
-        event.id = cursor.fetchone()[0]
+        cursor.execute(_APPEND_SQL, sql_params)
+        row = cursor.fetchone()
+        if row is None:
+            # First event on this chain: create its head without racing another first writer.
+            cursor.execute(_CREATE_HEAD_SQL, [event.chain, "0" * 64])
+            cursor.execute(_APPEND_SQL, sql_params)
+            row = cursor.fetchone()
+    event.id, event.prev_hash, event.hash = row
     event._state.adding = False
     event._state.db = connection.alias
 
@@ -125,10 +129,8 @@ def audit_record(
     # Joins the caller's transaction (no savepoint: nothing in here is caught and retried);
     # outside one it is its own transaction.
     with transaction.atomic(savepoint=False):
-        chain = _connection_chain()
-        prev_hash = _lock_head(chain)
         event = AuditEvent(
-            chain=chain,
+            chain=_connection_chain(),
             created_at=timezone.now(),
             actor=actor_user,
             actor_label=str(getattr(actor_user, "email", "") or (actor if isinstance(actor, str) else "")),
@@ -139,9 +141,7 @@ def audit_record(
             user_agent=meta.user_agent,
             request_id=meta.request_id if meta.request_id != "-" else "",
             details=json.loads(json.dumps(details or {}, default=str)),
-            prev_hash=prev_hash,
         )
-        event.hash = chain_hash(prev_hash, event)
         _append(event)
     return event
 
