@@ -36,11 +36,11 @@ def verify_ledger() -> dict:
 
 
 @shared_task(acks_late=True)
-def send_ledger_notices(notice_id: int) -> bool:
-    """After a posting commits: turn its queued alerts into notifications (once)."""
-    from transactions.services.notices import notices_send
+def drain_ledger_notices() -> int:
+    """Woken after postings commit: turn every queued alert into notifications (once each)."""
+    from transactions.services.notices import notices_drain
 
-    return notices_send(notice_id=notice_id)
+    return notices_drain()
 
 
 @shared_task

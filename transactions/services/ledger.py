@@ -6,6 +6,7 @@ standing orders, later card and gateway payments - ends in `post_transaction`.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from bankcore.money import format_amount
 from transactions.exceptions import AccountFrozen, CurrencyMismatch, InsufficientFunds, LedgerUnbalanced
 from transactions.lock_objects import bank_accounts_for_update
 from transactions.models import Entry, Transaction
+from transactions.services.notices import notices_queue, notices_wake_on_commit
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,29 @@ def available_balance(account: BankAccount, held: int = 0) -> int:
     return account.balance - held + account.overdraft_limit
 
 
-def post_transaction(
+@dataclass
+class Posting:
+    """A validated posting, not yet written: the journal row, its entries and the accounts'
+    new balances (computed under their row locks)."""
+
+    journal: Transaction
+    entries: list[Entry]
+    accounts: dict[UUID, BankAccount]
+    balances: dict[UUID, int]
+
+
+def post_transaction(**posting: Any) -> tuple[Transaction, dict[UUID, BankAccount]]:
+    """Post one balanced journal transaction and move the balances with it
+    (`posting_prepare` + `posting_write`; see them for the arguments and guarantees).
+
+    Returns the transaction and the locked accounts with their new balances.
+    """
+    prepared = posting_prepare(**posting)
+    posting_write(prepared)
+    return prepared.journal, prepared.accounts
+
+
+def posting_prepare(
     *,
     kind: str,
     legs: Sequence[Leg],
@@ -52,11 +76,12 @@ def post_transaction(
     require_active: bool = True,
     locked: dict[UUID, BankAccount] | None = None,
     at: datetime | None = None,
-) -> tuple[Transaction, dict[UUID, BankAccount]]:
-    """Post one balanced journal transaction and move the balances with it.
+) -> Posting:
+    """Validate one balanced journal transaction and compute its entries; writes nothing.
 
-    Call inside `transaction.atomic` (the caller's unit of work); the entries, the
-    balances and the journal row commit together or not at all.
+    Call inside `transaction.atomic` (the caller's unit of work) and write the result
+    with `posting_write` in the same transaction: the entries, the balances and the
+    journal row commit together or not at all.
 
     Locks every account involved (pk order) unless the caller passes them in
     `locked` (already locked by `lock_objects.bank_accounts_for_update`, same order).
@@ -66,7 +91,6 @@ def post_transaction(
     (InsufficientFunds) - internal accounts may go negative; with `require_active`, no
     leg touches a frozen or closed account (AccountFrozen).
     `at` back-dates the posting (data migration, demo history); post in time order.
-    Returns the transaction and the locked accounts with their new balances.
     """
     if len(legs) < 2:
         raise LedgerUnbalanced("A transaction needs at least two legs.")
@@ -127,17 +151,26 @@ def post_transaction(
                 created_at=now,
             )
         )
-    balances = {pk: accounts[pk].balance for pk in deltas}
-    if connection.vendor == "postgresql":
-        _write_postgresql(journal, entries, balances)
-    else:
+    return Posting(journal, entries, accounts, {pk: accounts[pk].balance for pk in deltas})
+
+
+def posting_write(posting: Posting, *, notices: list[dict[str, Any]] | None = None) -> None:
+    """Write a prepared posting - and the customer alerts it owes (`notices.notice` items),
+    sent after COMMIT - in the caller's transaction."""
+    journal, entries, balances = posting.journal, posting.entries, posting.balances
+    if connection.vendor != "postgresql":
         journal.save(force_insert=True)
         # One UPDATE for every account touched, with balances computed under the row locks.
         BankAccount.objects.filter(pk__in=list(balances)).update(
             balance=Case(*(When(pk=pk, then=Value(balance)) for pk, balance in balances.items()))
         )
         Entry.objects.bulk_create(entries)
-    return journal, accounts
+        if notices:
+            notices_queue(journal=journal, notices=notices)
+        return
+    _write_postgresql(journal, entries, balances, notices)
+    if notices:
+        notices_wake_on_commit()
 
 
 _JOURNAL_COLUMNS = (
@@ -158,7 +191,7 @@ _JOURNAL_COLUMNS = (
 
 
 _POSTING_SQL = (
-    "WITH moved AS (UPDATE accounts_bankaccount AS a SET balance = v.balance"
+    "WITH<notice> moved AS (UPDATE accounts_bankaccount AS a SET balance = v.balance"
     " FROM (VALUES <balances>) AS v(id, balance) WHERE a.id = v.id RETURNING a.id),"
     " journal AS (INSERT INTO transactions_transaction (<columns>) VALUES (<journal>) RETURNING id)"
     " INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)"
@@ -171,21 +204,30 @@ _POSTING_SQL = (
 )
 
 
-def _write_postgresql(journal: Transaction, entries: list[Entry], balances: dict[UUID, int]) -> None:
-    """Journal row, balances and entries in ONE statement (data-modifying CTEs): one round trip
-    under the row locks instead of three. Same rows as the portable path; the deferred
-    balance trigger and the foreign keys check them at the end of the statement / COMMIT.
+_NOTICE_SQL = (
+    " notice AS (INSERT INTO transactions_ledgernotice (transaction_id, notices, created_at)"
+    " VALUES (%s, %s::jsonb, %s)),"
+)
+
+
+def _write_postgresql(
+    journal: Transaction, entries: list[Entry], balances: dict[UUID, int], notices: list[dict[str, Any]] | None
+) -> None:
+    """Journal row, balances, entries and the alerts outbox row in ONE statement (data-modifying
+    CTEs): one round trip under the row locks instead of four. Same rows as the portable
+    path; the deferred balance trigger and the foreign keys check them at COMMIT.
     """
     # Only placeholders and fixed column names are spliced in; every value is a bound parameter.
     sql = (
-        _POSTING_SQL.replace("<balances>", ", ".join(["(%s::uuid, %s::bigint)"] * len(balances)))
+        _POSTING_SQL.replace("<notice>", _NOTICE_SQL if notices else "")
+        .replace("<balances>", ", ".join(["(%s::uuid, %s::bigint)"] * len(balances)))
         .replace("<columns>", ", ".join(_JOURNAL_COLUMNS))
         .replace("<journal>", ", ".join(["%s"] * len(_JOURNAL_COLUMNS)))
         .replace(
             "<entries>", ", ".join(["(%s::uuid, %s::uuid, %s::bigint, %s, %s::bigint, %s::timestamptz)"] * len(entries))
         )
     )
-    params: list[Any] = []
+    params: list[Any] = [journal.pk, json.dumps(notices), journal.created_at] if notices else []
     for pk, balance in balances.items():
         params += [pk, balance]
     params += [

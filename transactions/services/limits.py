@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from bankcore.audit import audit_record
 from bankcore.money import exponent
+from transactions.lock_objects import customer_lock
 from transactions.models import CustomerLimit, Transaction
 
 # Kinds that count against the rolling 24-hour outgoing limit.
@@ -46,6 +47,39 @@ LEFT JOIN transactions_customerlimit l ON l.user_id = %s AND l.currency = %s
 """
 
 
+def _limits(currency: str, per_transfer: int | None, daily: int | None, step_up: int | None, used: int) -> Limits:
+    def pick(value: int | None, setting: str) -> int:
+        return value if value is not None else _default_minor(setting, currency)
+
+    return Limits(
+        currency=currency,
+        step_up_threshold=pick(step_up, "TRANSFER_STEP_UP_THRESHOLD"),
+        per_transfer=pick(per_transfer, "TRANSFER_LIMIT_PER_TRANSFER"),
+        daily=pick(daily, "TRANSFER_LIMIT_DAILY"),
+        used_today=int(used),
+    )
+
+
+def limits_lock(*, user: Any, currency: str) -> Limits:
+    """Lock the customer's row (step 1 of the global lock order) and read their limits under it.
+
+    One round trip on PostgreSQL (the `ledger_lock_customer` function, migration 0004):
+    the first statement of every customer transfer. No concurrent transfer of this
+    customer's can change `used_today` until this transaction ends.
+    """
+    if connection.vendor != "postgresql":
+        customer_lock(user.pk)
+        return limits_for(user=user, currency=currency)
+    user_id = CustomerLimit._meta.get_field("user").get_db_prep_value(user.pk, connection)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT * FROM ledger_lock_customer(%s, %s, %s, %s)",
+            [user_id, currency, [str(kind) for kind in LIMITED_KINDS], timezone.now() - WINDOW],
+        )
+        per_transfer, daily, step_up, used = cur.fetchone()
+    return _limits(currency, per_transfer, daily, step_up, used)
+
+
 def limits_for(*, user: Any, currency: str) -> Limits:
     """The limits that apply to `user` in `currency` and what the last 24 hours used (one query).
 
@@ -57,17 +91,7 @@ def limits_for(*, user: Any, currency: str) -> Limits:
     with connection.cursor() as cur:
         cur.execute(_LIMITS_SQL, [user_id, *LIMITED_KINDS, currency, since, user_id, currency])
         per_transfer, daily, step_up, used = cur.fetchone()
-
-    def pick(value: int | None, setting: str) -> int:
-        return value if value is not None else _default_minor(setting, currency)
-
-    return Limits(
-        currency=currency,
-        step_up_threshold=pick(step_up, "TRANSFER_STEP_UP_THRESHOLD"),
-        per_transfer=pick(per_transfer, "TRANSFER_LIMIT_PER_TRANSFER"),
-        daily=pick(daily, "TRANSFER_LIMIT_DAILY"),
-        used_today=int(used),
-    )
+    return _limits(currency, per_transfer, daily, step_up, used)
 
 
 def customer_limit_set(

@@ -1,9 +1,16 @@
 """Customer alerts for posted money movements, delivered after COMMIT through an outbox.
 
 `notices_queue` runs inside the posting's transaction: it only writes one LedgerNotice
-row (cheap, no rendering) and asks for a Celery task once the transaction commits.
-`notices_send` (the task, and the sweep for anything the broker lost) turns the row
-into notifications with `notifications.services.notify`, exactly once per row.
+row (cheap, no rendering; ledger.posting_write folds it into the posting's statement)
+and, once the transaction commits, wakes the drain. `notices_send` turns one row into
+notifications with `notifications.services.notify`, exactly once per row.
+
+Waking is coalesced: a Celery message per posting cost more than the posting's own SQL.
+A shared flag (cache key, SET NX) says "a drain is queued and has not started"; only
+the posting that sets it publishes the drain task. The drain clears the flag *before*
+it reads the outbox, so a row committed before a failed SET NX is always read by the
+drain that flag belongs to, and a row committed later sets the flag again. The flag
+expires, and a beat sweep sends anything left, should a drain message be lost.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,6 +31,9 @@ from transactions.models import LedgerNotice, Transaction
 
 logger = logging.getLogger(__name__)
 SWEEP_AFTER = timedelta(seconds=30)
+WAKE_FLAG = "ledger-notices:drain-queued"
+WAKE_FLAG_TTL = 10  # seconds: a lost drain message delays alerts at most this long
+_SHARED_FLAG = "locmem" not in settings.CACHES["default"]["BACKEND"]
 
 
 def notice(*, user_id: Any, event: Event, context: dict[str, Any], key: str) -> dict[str, Any]:
@@ -34,17 +46,39 @@ def notices_queue(*, journal: Transaction | None, notices: list[dict[str, Any]])
     if not notices:
         return None
     row = LedgerNotice.objects.create(transaction=journal, notices=notices)
-    transaction.on_commit(lambda: _enqueue(row.pk))
+    notices_wake_on_commit()
     return row
 
 
-def _enqueue(notice_id: int) -> None:
-    from transactions.tasks import send_ledger_notices
+def notices_wake_on_commit() -> None:
+    """After the current transaction commits, make sure a drain will read its outbox row."""
+    transaction.on_commit(_wake)
+
+
+def _wake() -> None:
+    from transactions.tasks import drain_ledger_notices
 
     try:
-        send_ledger_notices.delay(notice_id)
-    except Exception:  # a broker hiccup must not fail a committed transfer; the sweep resends
-        logger.exception("could not enqueue ledger notice %s; the sweep will send it", notice_id)
+        # A process-local cache cannot tell other processes a drain is queued: publish every time.
+        if not _SHARED_FLAG or cache.add(WAKE_FLAG, 1, timeout=WAKE_FLAG_TTL):
+            drain_ledger_notices.delay()
+    except Exception:  # a broker hiccup must not fail a committed posting; the sweep sends it
+        logger.exception("could not wake the ledger notice drain; the sweep will send the alerts")
+
+
+def notices_drain(*, batch: int = 500) -> int:
+    """Send every unsent outbox row, oldest first. Returns rows sent. Clears the wake flag first."""
+    if _SHARED_FLAG:
+        cache.delete(WAKE_FLAG)
+    sent = 0
+    last_id = 0
+    while True:
+        unsent = LedgerNotice.objects.filter(sent_at=None, id__gt=last_id).order_by("id")
+        ids = list(unsent.values_list("id", flat=True)[:batch])
+        if not ids:
+            return sent
+        sent += sum(notices_send(notice_id=pk) for pk in ids)
+        last_id = ids[-1]
 
 
 def notices_send(*, notice_id: int) -> bool:

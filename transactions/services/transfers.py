@@ -25,9 +25,9 @@ from transactions.exceptions import (
 )
 from transactions.lock_objects import bank_accounts_for_update, customer_lock
 from transactions.models import Transaction
-from transactions.services.ledger import Leg, available_balance, post_transaction
-from transactions.services.limits import limits_for
-from transactions.services.notices import notice, notices_queue
+from transactions.services.ledger import Leg, available_balance, posting_prepare, posting_write
+from transactions.services.limits import Limits, limits_lock
+from transactions.services.notices import notice
 
 STEP_UP_PURPOSE = "transfer"
 
@@ -61,7 +61,10 @@ def transfer_create(
     """
 
     def work() -> Transaction:
-        customer_lock(user.pk)
+        # Step 1 of the lock order; the limits are read under that lock.
+        limits = limits_lock(user=user, currency=currency) if enforce_limits else None
+        if limits is None:
+            customer_lock(user.pk)
         # One query finds and locks both (pk order): the source by id, the destination by IBAN.
         accounts = bank_accounts_for_update([source_account_id], ibans=[destination_iban])
         source = accounts.get(source_account_id)
@@ -78,7 +81,6 @@ def transfer_create(
                 details={"source": source.currency, "destination": target.currency, "currency": currency}
             )
         amount_text = format_amount(amount, currency)
-        limits = limits_for(user=user, currency=currency) if enforce_limits else None
         if limits is not None:
             if amount > limits.per_transfer:
                 raise LimitExceeded(
@@ -108,7 +110,7 @@ def transfer_create(
                 )
 
         before = source.balance
-        journal, accounts = post_transaction(
+        posting = posting_prepare(
             kind=kind,
             legs=[Leg(source.pk, -amount), Leg(target.pk, amount)],
             currency=currency,
@@ -119,8 +121,10 @@ def transfer_create(
             amount=amount,
             locked=accounts,
         )
-        source, target = accounts[source.pk], accounts[target.pk]
-        _notify_parties(journal=journal, source=source, target=target, before=before, limits_threshold=limits)
+        journal = posting.journal
+        source, target = posting.accounts[source.pk], posting.accounts[target.pk]
+        alerts = _alerts(journal=journal, source=source, target=target, before=before, limits=limits)
+        posting_write(posting, notices=alerts)
         audit_record(
             action=f"{kind}.posted",
             actor=user,
@@ -137,11 +141,11 @@ def transfer_create(
     return atomic_with_retry(work)
 
 
-def _notify_parties(
-    *, journal: Transaction, source: BankAccount, target: BankAccount, before: int, limits_threshold: Any
-) -> None:
-    """Queue both customers' alerts in the transfer's transaction (so only a posted transfer
-    is announced); they are rendered and delivered after COMMIT, outside the row locks.
+def _alerts(
+    *, journal: Transaction, source: BankAccount, target: BankAccount, before: int, limits: Limits | None
+) -> list[dict[str, Any]]:
+    """Both customers' alerts, written with the posting (so only a posted transfer is
+    announced); they are rendered and delivered after COMMIT, outside the row locks.
 
     Structured context for the notification templates; account numbers only masked.
     `key` is the transfer id, so a transfer is announced at most once per event.
@@ -167,7 +171,7 @@ def _notify_parties(
                 key=key,
             )
         )
-    if limits_threshold is not None and (journal.amount or 0) > limits_threshold.step_up_threshold:
+    if limits is not None and (journal.amount or 0) > limits.step_up_threshold:
         notices.append(
             notice(
                 user_id=source.owner_id,
@@ -191,4 +195,4 @@ def _notify_parties(
                 key=key,
             )
         )
-    notices_queue(journal=journal, notices=notices)
+    return notices

@@ -62,3 +62,44 @@ def test_a_posted_transfer_reaches_both_inboxes_through_a_real_worker(celery_wor
     assert Notification.objects.get(user=sender, event="transfer_sent").body.startswith("You sent 7.00 EUR")
     assert Notification.objects.get(user=recipient, event="transfer_received")
     assert LedgerNotice.objects.get().sent_at is not None
+
+
+def _queued_drains() -> int:
+    """Drain messages waiting on the broker (Redis transport: one list per queue)."""
+    import redis
+    from django.conf import settings
+
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("settlement")
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_drain_wake_ups_are_coalesced_and_never_miss_a_row():
+    from django.core.cache import cache
+
+    from bankcore.celery import app
+    from transactions.services.notices import WAKE_FLAG, notices_drain
+
+    app.control.purge()
+    cache.delete(WAKE_FLAG)
+    sender = CustomerFactory()
+    source, destination = open_account(sender, balance=100_000), open_account(CustomerFactory())
+
+    def pay() -> None:
+        transfer_create(
+            user=sender, source_account_id=source.pk, destination_iban=destination.iban, amount=100, currency="EUR"
+        )
+
+    for _ in range(20):
+        pay()
+    # Twenty committed transfers, one drain message: the first set the flag, the rest saw it.
+    assert _queued_drains() == 1
+    assert LedgerNotice.objects.filter(sent_at=None).count() == 20
+    assert notices_drain() == 20  # the drain sends every row committed before it started
+    assert Notification.objects.filter(event="transfer_sent").count() == 20
+    # The drain cleared the flag before reading: the next posting wakes a new drain.
+    pay()
+    assert _queued_drains() == 2
+    assert notices_drain() == 1
+    app.control.purge()
