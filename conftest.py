@@ -71,14 +71,13 @@ def celery_worker_process(transactional_db: Any) -> Iterator[Any]:
     tests publish and touch the database while pytest-django truncates it. Stale tasks
     from earlier tests are purged first; the worker stops before the tables are flushed.
     """
-    from django.core.cache import cache
-
     from bankcore.celery import app
+    from bankcore.flags import flag_lower
     from bankcore.testing import CeleryWorker
     from transactions.services.notices import WAKE_FLAG
 
     app.control.purge()
-    cache.delete(WAKE_FLAG)  # its drain message was just purged
+    flag_lower(WAKE_FLAG)  # its drain message was just purged
     worker = CeleryWorker().start()
     try:
         yield worker

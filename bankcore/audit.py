@@ -54,28 +54,23 @@ def _connection_chain() -> int:
     return connection.connection.get_backend_pid() % chains + 1
 
 
-_HASHED_FIELDS = [f for f in AuditEvent._meta.concrete_fields if f.name not in ("id", "prev_hash", "hash")]
-_CREATE_HEAD_SQL = (
-    "INSERT INTO bankcore_auditchainhead (id, last_event_id, last_hash) VALUES (%s, 0, %s) ON CONFLICT (id) DO NOTHING"
-)
-# One statement, one round trip: lock the chain head, insert the event chained to it, move
-# the head. The hash is sha256(prev_hash || canonical content) - the same formula as
-# `chain_hash`, with the content bytes computed in Python (they do not depend on
-# prev_hash) and prev_hash read under the lock. FOR UPDATE hands back the head's newest
-# version after waiting, so a concurrent appender's event is always the one chained to.
-# Only the model's own column names and placeholders are spliced in; every value is bound.
-_APPEND_SQL = (
-    (
-        "WITH head AS (SELECT last_hash FROM bankcore_auditchainhead WHERE id = %s FOR UPDATE),"
-        " event AS (INSERT INTO bankcore_auditevent (<columns>, prev_hash, hash)"
-        " SELECT <values>, head.last_hash, encode(sha256(convert_to(head.last_hash, 'UTF8') || %s::bytea), 'hex')"
-        " FROM head RETURNING id, prev_hash, hash)"
-        " UPDATE bankcore_auditchainhead AS h SET last_event_id = event.id, last_hash = event.hash FROM event"
-        " WHERE h.id = %s RETURNING event.id, event.prev_hash, event.hash"
+# The arguments of audit_append() (migration bankcore 0003) after the chain and the content.
+_FUNCTION_FIELDS = [
+    AuditEvent._meta.get_field(name)
+    for name in (
+        "created_at",
+        "actor",
+        "actor_label",
+        "action",
+        "target_type",
+        "target_id",
+        "ip",
+        "user_agent",
+        "request_id",
+        "details",
     )
-    .replace("<columns>", ", ".join(str(f.column) for f in _HASHED_FIELDS))
-    .replace("<values>", ", ".join(["%s"] * len(_HASHED_FIELDS)))
-)
+]
+_APPEND_SQL = "SELECT * FROM audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def _append_portable(event: AuditEvent) -> None:
@@ -91,17 +86,11 @@ def _append(event: AuditEvent) -> None:
     if connection.vendor != "postgresql":
         _append_portable(event)
         return
-    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _HASHED_FIELDS]
-    sql_params = [event.chain, *params, canonical_content(event), event.chain]
+    # One round trip with a cached plan: lock the chain head, chain, insert, move the head.
+    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _FUNCTION_FIELDS]
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL, sql_params)
-        row = cursor.fetchone()
-        if row is None:
-            # First event on this chain: create its head without racing another first writer.
-            cursor.execute(_CREATE_HEAD_SQL, [event.chain, "0" * 64])
-            cursor.execute(_APPEND_SQL, sql_params)
-            row = cursor.fetchone()
-    event.id, event.prev_hash, event.hash = row
+        cursor.execute(_APPEND_SQL, [event.chain, canonical_content(event), *params])
+        event.id, event.prev_hash, event.hash = cursor.fetchone()
     event._state.adding = False
     event._state.db = connection.alias
 

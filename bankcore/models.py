@@ -37,6 +37,12 @@ class AuditChainHead(models.Model):
 
 
 class AuditEvent(models.Model):
+    """One audited action, hash-chained to its chain's previous event. Append-only.
+
+    On PostgreSQL rows are written by the `audit_append()` function (migration 0003):
+    a new column needs that function replaced in the same migration.
+    """
+
     id = models.BigAutoField(primary_key=True)
     chain = models.PositiveSmallIntegerField(default=1)
     created_at = models.DateTimeField(db_index=True)

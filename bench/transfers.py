@@ -321,6 +321,29 @@ def bench_http(port: int, rows, sources, tokens, clients: int, seconds: float) -
     return sum(c[0] for c in counter) / seconds, sum(c[1] for c in counter), sum(c[2] for c in counter)
 
 
+def run_http(sets: dict[str, list[tuple[str, str, str]]], workers: int, seconds: float) -> dict:
+    from bankcore.testing import GunicornServer, process_env
+
+    results = {}
+    env = process_env(DJANGO_SETTINGS_MODULE="bankcore.settings", BANKCORE_ENV="development", LOG_LEVEL="WARNING")
+    with GunicornServer(env=env, workers=workers) as server:
+        for set_name, rows in sets.items():
+            sources = rows if len(rows) <= 1000 else random.sample(rows, 1000)
+            tokens = _tokens(sources)
+            # Untimed warm-up, as for the other two: every worker's first request pays for its
+            # database and broker connections and lazy imports.
+            bench_http(server.port, rows, sources, tokens, workers * 2, 1.0)
+            for clients in CONCURRENCY:
+                rate, refused, errors = bench_http(server.port, rows, sources, tokens, clients, seconds)
+                results[("http", set_name, clients)] = rate
+                print(
+                    f"(c) HTTP      {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s"
+                    f"  (refused {refused}, 5xx {errors})",
+                    flush=True,
+                )
+    return results
+
+
 # --- history ------------------------------------------------------------------------------
 
 
@@ -424,7 +447,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--history-entries", type=int, default=1_000_000)
+    parser.add_argument(
+        "--parts", default="raw,service,http,history", help="comma-separated subset to run (quick iterations)"
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     recreate_database()
     setup_django()
@@ -434,43 +461,29 @@ def main() -> None:
     sets = {"10,000 accounts": wide, "10 hot accounts": hot}
 
     results: dict[tuple[str, str, int], float] = {}
-    for set_name, rows in sets.items():
+    for set_name, rows in sets.items() if "raw" in parts else ():
         for clients in CONCURRENCY:
             rate = results[("raw", set_name, clients)] = bench_raw([row[1] for row in rows], clients, args.seconds)
             print(f"(a) raw SQL   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s", flush=True)
-    for set_name, rows in sets.items():
+    for set_name, rows in sets.items() if "service" in parts else ():
         for clients in CONCURRENCY:
             rate = results[("service", set_name, clients)] = bench_service(rows, clients, args.seconds)
             print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s", flush=True)
 
-    from bankcore.testing import GunicornServer, process_env
-
-    env = process_env(DJANGO_SETTINGS_MODULE="bankcore.settings", BANKCORE_ENV="development", LOG_LEVEL="WARNING")
-    with GunicornServer(env=env, workers=args.workers) as server:
-        port = server.port
-        for set_name, rows in sets.items():
-            sources = rows if len(rows) <= 1000 else random.sample(rows, 1000)
-            tokens = _tokens(sources)
-            # Untimed warm-up, as for the other two: every worker's first request pays for its
-            # database and broker connections and lazy imports.
-            bench_http(port, rows, sources, tokens, args.workers * 2, 1.0)
-            for clients in CONCURRENCY:
-                rate, refused, errors = bench_http(port, rows, sources, tokens, clients, args.seconds)
-                results[("http", set_name, clients)] = rate
-                print(
-                    f"(c) HTTP      {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s"
-                    f"  (refused {refused}, 5xx {errors})",
-                    flush=True,
-                )
+    if "http" in parts:
+        results.update(run_http(sets, args.workers, args.seconds))
 
     print("\nratios to raw SQL")
     for set_name in sets:
         for clients in CONCURRENCY:
-            raw = results[("raw", set_name, clients)]
-            print(
-                f"  {set_name:16} {clients:2} clients: service/raw {results[('service', set_name, clients)] / raw:6.1%}"
-                f"   http/raw {results[('http', set_name, clients)] / raw:6.1%}"
-            )
+            raw = results.get(("raw", set_name, clients))
+            if raw:
+                service = results.get(("service", set_name, clients), 0.0) / raw
+                http = results.get(("http", set_name, clients), 0.0) / raw
+                print(f"  {set_name:16} {clients:2} clients: service/raw {service:6.1%}   http/raw {http:6.1%}")
+
+    if "history" not in parts:
+        return
 
     print(f"\nhistory: filling one account with {args.history_entries:,} entries ...", flush=True)
     small_owner, small_account, _ = wide[0]

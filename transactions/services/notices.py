@@ -6,7 +6,7 @@ and, once the transaction commits, wakes the drain. `notices_send` turns one row
 notifications with `notifications.services.notify`, exactly once per row.
 
 Waking is coalesced: a Celery message per posting cost more than the posting's own SQL.
-A shared flag (cache key, SET NX) says "a drain is queued and has not started"; only
+A shared flag (bankcore.flags, Redis SET NX) says "a drain is queued and has not started"; only
 the posting that sets it publishes the drain task. The drain clears the flag *before*
 it reads the outbox, so a row committed before a failed SET NX is always read by the
 drain that flag belongs to, and a row committed later sets the flag again. The flag
@@ -19,12 +19,11 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from bankcore.flags import flag_lower, flag_raise
 from notifications.events import Event
 from notifications.services import notify
 from transactions.models import LedgerNotice, Transaction
@@ -33,7 +32,6 @@ logger = logging.getLogger(__name__)
 SWEEP_AFTER = timedelta(seconds=30)
 WAKE_FLAG = "ledger-notices:drain-queued"
 WAKE_FLAG_TTL = 10  # seconds: a lost drain message delays alerts at most this long
-_SHARED_FLAG = "locmem" not in settings.CACHES["default"]["BACKEND"]
 
 
 def notice(*, user_id: Any, event: Event, context: dict[str, Any], key: str) -> dict[str, Any]:
@@ -59,8 +57,7 @@ def _wake() -> None:
     from transactions.tasks import drain_ledger_notices
 
     try:
-        # A process-local cache cannot tell other processes a drain is queued: publish every time.
-        if not _SHARED_FLAG or cache.add(WAKE_FLAG, 1, timeout=WAKE_FLAG_TTL):
+        if flag_raise(WAKE_FLAG, ttl_seconds=WAKE_FLAG_TTL):
             drain_ledger_notices.delay()
     except Exception:  # a broker hiccup must not fail a committed posting; the sweep sends it
         logger.exception("could not wake the ledger notice drain; the sweep will send the alerts")
@@ -68,8 +65,7 @@ def _wake() -> None:
 
 def notices_drain(*, batch: int = 500) -> int:
     """Send every unsent outbox row, oldest first. Returns rows sent. Clears the wake flag first."""
-    if _SHARED_FLAG:
-        cache.delete(WAKE_FLAG)
+    flag_lower(WAKE_FLAG)
     sent = 0
     last_id = 0
     while True:

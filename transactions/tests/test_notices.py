@@ -76,13 +76,12 @@ def _queued_drains() -> int:
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_drain_wake_ups_are_coalesced_and_never_miss_a_row():
-    from django.core.cache import cache
-
     from bankcore.celery import app
+    from bankcore.flags import flag_lower
     from transactions.services.notices import WAKE_FLAG, notices_drain
 
     app.control.purge()
-    cache.delete(WAKE_FLAG)
+    flag_lower(WAKE_FLAG)
     sender = CustomerFactory()
     source, destination = open_account(sender, balance=100_000), open_account(CustomerFactory())
 
