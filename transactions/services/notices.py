@@ -5,17 +5,24 @@ row (cheap, no rendering; ledger.posting_write folds it into the posting's state
 and, once the transaction commits, wakes the drain. `notices_send` turns one row into
 notifications with `notifications.services.notify`, exactly once per row.
 
-Waking is coalesced: a Celery message per posting cost more than the posting's own SQL.
-A shared flag (bankcore.flags, Redis SET NX) says "a drain is queued and has not started"; only
-the posting that sets it publishes the drain task. The drain clears the flag *before*
-it reads the outbox, so a row committed before a failed SET NX is always read by the
-drain that flag belongs to, and a row committed later sets the flag again. The flag
-expires, and a beat sweep sends anything left, should a drain message be lost.
+Waking is coalesced twice, because a Celery message - or even a Redis round trip - per
+posting cost more than the posting's own SQL:
+- in each process, commits within WAKE_DELAY share one wake, made after the first of
+  them (trailing edge, from a timer thread): every commit that found a wake pending
+  happened before that wake, so the drain it starts reads its row;
+- across processes, a shared flag (bankcore.flags, Redis SET NX) says "a drain is
+  queued and has not started"; only the wake that raises it publishes the drain task.
+  The drain lowers the flag *before* it reads the outbox, so a row committed before a
+  failed SET NX is read by the drain that flag belongs to, and a later one raises it again.
+A wake lost with its process, or a lost drain message (the flag expires), leaves rows
+for the beat sweep.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +39,7 @@ logger = logging.getLogger(__name__)
 SWEEP_AFTER = timedelta(seconds=30)
 WAKE_FLAG = "ledger-notices:drain-queued"
 WAKE_FLAG_TTL = 10  # seconds: a lost drain message delays alerts at most this long
+WAKE_DELAY = 0.05  # seconds: the longest a committed alert waits for its process to wake the drain
 
 
 def notice(*, user_id: Any, event: Event, context: dict[str, Any], key: str) -> dict[str, Any]:
@@ -50,7 +58,37 @@ def notices_queue(*, journal: Transaction | None, notices: list[dict[str, Any]])
 
 def notices_wake_on_commit() -> None:
     """After the current transaction commits, make sure a drain will read its outbox row."""
-    transaction.on_commit(_wake)
+    transaction.on_commit(_waker.request)
+
+
+class _Waker:
+    """This process's pending wake: at most one, made WAKE_DELAY after the first commit asking."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = False
+        os.register_at_fork(after_in_child=self._forget)  # a forked child has no timer thread
+
+    def request(self) -> None:
+        with self._lock:
+            if self._pending:
+                return
+            self._pending = True
+        timer = threading.Timer(WAKE_DELAY, self._fire)
+        timer.daemon = True
+        timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._pending = False
+        _wake()
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = False
+
+
+_waker = _Waker()
 
 
 def _wake() -> None:

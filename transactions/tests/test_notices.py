@@ -78,7 +78,11 @@ def _queued_drains() -> int:
 def test_drain_wake_ups_are_coalesced_and_never_miss_a_row():
     from bankcore.celery import app
     from bankcore.flags import flag_lower
-    from transactions.services.notices import WAKE_FLAG, notices_drain
+    from transactions.services.notices import WAKE_DELAY, WAKE_FLAG, notices_drain
+
+    def settled_drains() -> int:
+        time.sleep(WAKE_DELAY * 5)  # wakes are made WAKE_DELAY after the commits asking
+        return _queued_drains()
 
     app.control.purge()
     flag_lower(WAKE_FLAG)
@@ -92,13 +96,13 @@ def test_drain_wake_ups_are_coalesced_and_never_miss_a_row():
 
     for _ in range(20):
         pay()
-    # Twenty committed transfers, one drain message: the first set the flag, the rest saw it.
-    assert _queued_drains() == 1
+    # Twenty committed transfers, one drain message: the first wake raised the flag, later ones saw it.
+    assert settled_drains() == 1
     assert LedgerNotice.objects.filter(sent_at=None).count() == 20
     assert notices_drain() == 20  # the drain sends every row committed before it started
     assert Notification.objects.filter(event="transfer_sent").count() == 20
     # The drain cleared the flag before reading: the next posting wakes a new drain.
     pay()
-    assert _queued_drains() == 2
+    assert settled_drains() == 2
     assert notices_drain() == 1
     app.control.purge()
