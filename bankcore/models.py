@@ -55,7 +55,7 @@ class AuditEvent(models.Model):
         db_constraint=False,
     )
     actor_label = models.CharField(max_length=255, blank=True, help_text="Who acted, kept even if the user is gone.")
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
@@ -63,13 +63,16 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=128, blank=True)
     details = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    # Not unique-indexed: verify_chain proves the chain; an index here only slows every append.
+    hash = models.CharField(max_length=64)
 
     class Meta:
         ordering = ["id"]
         indexes = [
             models.Index(fields=["target_type", "target_id"]),
             models.Index(fields=["chain", "id"], name="audit_event_chain_id"),
+            # A plain index (a db_index CharField would add a second, LIKE-pattern one).
+            models.Index(fields=["action"], name="audit_event_action"),
         ]
         triggers = [
             pgtrigger.Protect(name="audit_event_append_only", operation=pgtrigger.Update | pgtrigger.Delete),

@@ -75,12 +75,14 @@ class Transaction(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.POSTED)
     reference = models.CharField(max_length=140, blank=True)
     description = models.CharField(max_length=140, blank=True)
+    # No single-column indexes where a composite index below starts with the column:
+    # every index costs every posting a write.
     initiated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     # Transfer view of the transaction (null for other kinds).
     source_account = models.ForeignKey(
-        "accounts.BankAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "accounts.BankAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     destination_account = models.ForeignKey(
         "accounts.BankAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -133,7 +135,10 @@ class Entry(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey("accounts.BankAccount", on_delete=models.PROTECT, related_name="entries")
+    # Indexed by entry_account_created (account, created_at, id).
+    account = models.ForeignKey(
+        "accounts.BankAccount", on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
     amount = models.BigIntegerField(help_text="Signed minor units: negative is money out.")
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     balance_after = models.BigIntegerField()

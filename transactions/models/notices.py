@@ -16,7 +16,10 @@ class LedgerNotice(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    transaction = models.ForeignKey(Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Never looked up by transaction (and journal rows are never deleted): no index to write.
+    transaction = models.ForeignKey(
+        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     # [{"user_id": "...", "event": "transfer_sent", "context": {...}, "key": "..."}]
     notices = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
