@@ -17,10 +17,11 @@ How exactly-once is kept:
    lookup of an earlier row, and the insert of this request's row (unique per
    user+key, state in_progress, a random claim token). Nobody else sees that row
    before COMMIT; the advisory lock is what tells them a request is in flight.
-2. the view runs in a savepoint of that transaction, and the response is written to
-   the key row in the same transaction (conditional on still holding the claim). So
-   the money moves if and only if the response is stored; a crash at any point rolls
-   back everything and frees the lock, and a retry runs afresh. One COMMIT per request.
+2. the view runs in a savepoint of that transaction (released by the COMMIT, not by a
+   round trip of its own), and the response is written to the key row in the same
+   transaction (conditional on still holding the claim). So the money moves if and
+   only if the response is stored; a crash at any point rolls back everything and
+   frees the lock, and a retry runs afresh. One COMMIT per request.
 3. Successful (2xx) and business-rule (422) answers are stored and replayed (a 422's
    work is undone with the savepoint, its answer committed). Answers the client is
    expected to fix and retry with the same key - 400 bad input, 403 step-up required,
@@ -42,7 +43,7 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -226,6 +227,36 @@ def _complete(row: Any, status_code: int, body: Any) -> None:
         raise IdempotencyInProgress()
 
 
+def _in_savepoint(handler: Callable[[], Response]) -> Response:
+    """Run `handler` in a savepoint of the current transaction, rolled back if it raises.
+
+    Unlike a nested `transaction.atomic()`, success does not RELEASE the savepoint (a
+    round trip per request): COMMIT releases it, and nothing after the handler rolls
+    back to it. Django's savepoint bookkeeping is kept, so on_commit callbacks the work
+    registered are dropped with a rollback and run after COMMIT otherwise.
+    """
+    sid = connection.savepoint()
+    assert sid is not None  # always inside the claim's transaction
+    connection.savepoint_ids.append(sid)
+    try:
+        response = handler()
+    except BaseException:
+        connection.savepoint_ids.pop()
+        if not connection.closed_in_transaction:
+            connection.needs_rollback = False
+            try:
+                connection.savepoint_rollback(sid)
+            except DatabaseError:
+                connection.needs_rollback = True  # as atomic() does: the outer block rolls back
+        raise
+    connection.savepoint_ids.pop()
+    if connection.needs_rollback:
+        # Something inside swallowed a database error it could not roll back: the work is
+        # unusable, so undo the whole request rather than store an answer for it.
+        raise transaction.TransactionManagementError("The request's work was marked for rollback.")
+    return response
+
+
 def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Callable[[], Response]) -> Response:
     """Run `handler` (which builds the response) at most once per (user, key) with exactly-once effects."""
     from transactions.db import is_transient
@@ -240,8 +271,7 @@ def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Cal
                 if replay is not None:
                     return replay
                 try:
-                    with transaction.atomic():  # savepoint: a stored error keeps the claim, undoes the work
-                        response = handler()
+                    response = _in_savepoint(handler)  # a stored error keeps the claim, undoes the work
                 except BankError as exc:
                     if not _stored(exc.status_code) or isinstance(exc, IdempotencyInProgress):
                         raise  # rolls the claim back with the work: the key stays free

@@ -129,7 +129,9 @@ if _db_engine.endswith("sqlite3"):
     # SQLite in WAL mode lets the worker read while the web process writes.
     DATABASES["default"]["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20}
 elif "postgres" in _db_engine:
-    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    # django_prometheus's backend (query metrics) whose per-request health check polls the
+    # socket instead of sending SELECT 1 (see bankcore/db/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "bankcore.db.postgresql"
     # Persistent connections: opening one per request costs more than the request.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -194,9 +194,7 @@ class TransferListCreate(APIView):
     )
     @idempotent
     def post(self, request: Request) -> Response:
-        data = TransferInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values = TransferInput.validated(request.data)
         transfer = transfer_create(
             user=request.user,
             source_account_id=values["source_account"],
@@ -206,7 +204,7 @@ class TransferListCreate(APIView):
             description=values["description"],
             step_up_token=values["step_up_token"] or None,
         )
-        return Response(TransferOutput(transfer).data, status=status.HTTP_201_CREATED)
+        return Response(TransferOutput.represent(transfer), status=status.HTTP_201_CREATED)
 
 
 class TransferDetail(APIView):
