@@ -55,8 +55,8 @@ def _connection_chain() -> int:
 
 
 # The arguments of audit_append() (migration bankcore 0003) after the chain and the content.
-_FUNCTION_FIELDS = [
-    AuditEvent._meta.get_field(name)
+_FUNCTION_FIELDS: list[models.Field] = [
+    AuditEvent._meta.get_field(name)  # type: ignore[misc]
     for name in (
         "created_at",
         "actor",

@@ -173,88 +173,41 @@ def posting_write(posting: Posting, *, notices: list[dict[str, Any]] | None = No
         notices_wake_on_commit()
 
 
-_JOURNAL_COLUMNS = (
-    "id",
-    "kind",
-    "status",
-    "reference",
-    "description",
-    "initiated_by_id",
-    "source_account_id",
-    "destination_account_id",
-    "amount",
-    "currency",
-    "reverses_id",
-    "created_at",
-    "posted_at",
-)
-
-
-_POSTING_SQL = (
-    "WITH<notice> moved AS (UPDATE accounts_bankaccount AS a SET balance = v.balance"
-    " FROM (VALUES <balances>) AS v(id, balance) WHERE a.id = v.id RETURNING a.id),"
-    " journal AS (INSERT INTO transactions_transaction (<columns>) VALUES (<journal>) RETURNING id)"
-    " INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)"
-    # Never earlier than the account's latest entry (app-server clocks may disagree): an
-    # account's entries stay in posting order by (created_at, id), which history pages,
-    # statements and opening balances rely on.
-    " SELECT v.txn, v.account, v.amount, v.currency, v.balance_after, GREATEST(v.at, COALESCE("
-    "(SELECT max(e.created_at) FROM transactions_entry e WHERE e.account_id = v.account), v.at))"
-    " FROM (VALUES <entries>) AS v(txn, account, amount, currency, balance_after, at)"
-)
-
-
-_NOTICE_SQL = (
-    " notice AS (INSERT INTO transactions_ledgernotice (transaction_id, notices, created_at)"
-    " VALUES (%s, %s::jsonb, %s)),"
+_POST_SQL = (
+    "SELECT ledger_post(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+    " %s::uuid[], %s::bigint[], %s::uuid[], %s::bigint[], %s::bigint[], %s::jsonb)"
 )
 
 
 def _write_postgresql(
     journal: Transaction, entries: list[Entry], balances: dict[UUID, int], notices: list[dict[str, Any]] | None
 ) -> None:
-    """Journal row, balances, entries and the alerts outbox row in ONE statement (data-modifying
-    CTEs): one round trip under the row locks instead of four. Same rows as the portable
-    path; the deferred balance trigger and the foreign keys check them at COMMIT.
-    """
-    # Only placeholders and fixed column names are spliced in; every value is a bound parameter.
-    sql = (
-        _POSTING_SQL.replace("<notice>", _NOTICE_SQL if notices else "")
-        .replace("<balances>", ", ".join(["(%s::uuid, %s::bigint)"] * len(balances)))
-        .replace("<columns>", ", ".join(_JOURNAL_COLUMNS))
-        .replace("<journal>", ", ".join(["%s"] * len(_JOURNAL_COLUMNS)))
-        .replace(
-            "<entries>", ", ".join(["(%s::uuid, %s::uuid, %s::bigint, %s, %s::bigint, %s::timestamptz)"] * len(entries))
-        )
-    )
-    params: list[Any] = [journal.pk, json.dumps(notices), journal.created_at] if notices else []
-    for pk, balance in balances.items():
-        params += [pk, balance]
-    params += [
-        journal.pk,
-        journal.kind,
-        journal.status,
-        journal.reference,
-        journal.description,
-        journal.initiated_by_id,
-        journal.source_account_id,
-        journal.destination_account_id,
-        journal.amount,
-        journal.currency,
-        journal.reverses_id,
-        journal.created_at,
-        journal.posted_at,
-    ]
-    for entry in entries:
-        params += [
-            entry.transaction_id,
-            entry.account_id,
-            entry.amount,
-            entry.currency,
-            entry.balance_after,
-            entry.created_at,
-        ]
+    """Balances, journal row, entries and the alerts outbox row through `ledger_post()`
+    (migration 0005): one round trip under the row locks, plans cached per session."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(
+            _POST_SQL,
+            [
+                journal.pk,
+                journal.kind,
+                journal.status,
+                journal.reference,
+                journal.description,
+                journal.initiated_by_id,
+                journal.source_account_id,
+                journal.destination_account_id,
+                journal.amount,
+                journal.currency,
+                journal.reverses_id,
+                journal.created_at,
+                journal.posted_at,
+                [str(pk) for pk in balances],
+                list(balances.values()),
+                [str(entry.account_id) for entry in entries],
+                [entry.amount for entry in entries],
+                [entry.balance_after for entry in entries],
+                json.dumps(notices) if notices else None,
+            ],
+        )
     journal._state.adding = False
     journal._state.db = connection.alias

@@ -6,15 +6,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from accounts.models import BankAccount
 from bankcore.audit import audit_record
 from bankcore.money import exponent
-from transactions.lock_objects import customer_lock
-from transactions.models import CustomerLimit, Transaction
+from transactions.lock_objects import bank_accounts_for_update, customer_lock
+from transactions.models import CustomerLimit, Hold, Transaction
 
 # Kinds that count against the rolling 24-hour outgoing limit.
 LIMITED_KINDS = (Transaction.Kind.TRANSFER, Transaction.Kind.PAYMENT)
@@ -60,24 +62,45 @@ def _limits(currency: str, per_transfer: int | None, daily: int | None, step_up:
     )
 
 
-def limits_lock(*, user: Any, currency: str) -> Limits:
-    """Lock the customer's row (step 1 of the global lock order) and read their limits under it.
+def limits_and_accounts_lock(
+    *, user: Any, currency: str, source_account_id: UUID, destination_iban: str
+) -> tuple[Limits, dict[UUID, BankAccount]]:
+    """Steps 1 and 2 of the global lock order for a customer's transfer: lock the customer's
+    row, then the source account (by id) and the destination (by IBAN) in pk order; return the customer's limits
+    and what the last 24 hours used, and the locked accounts (each with `held`), all read
+    under those locks. No concurrent transfer of this customer's can change `used_today`
+    until this transaction ends.
 
-    One round trip on PostgreSQL (the `ledger_lock_customer` function, migration 0004):
-    the first statement of every customer transfer. No concurrent transfer of this
-    customer's can change `used_today` until this transaction ends.
+    One round trip on PostgreSQL: the `ledger_lock_transfer()` function (migration 0004).
     """
     if connection.vendor != "postgresql":
         customer_lock(user.pk)
-        return limits_for(user=user, currency=currency)
-    user_id = CustomerLimit._meta.get_field("user").get_db_prep_value(user.pk, connection)
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT * FROM ledger_lock_customer(%s, %s, %s, %s)",
-            [user_id, currency, [str(kind) for kind in LIMITED_KINDS], timezone.now() - WINDOW],
+        accounts = bank_accounts_for_update([source_account_id], ibans=[destination_iban])
+        return limits_for(user=user, currency=currency), accounts
+    rows = list(
+        BankAccount.objects.raw(
+            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s::text[], %s, %s, %s)",
+            [
+                user.pk,
+                source_account_id,
+                destination_iban,
+                currency,
+                [str(kind) for kind in LIMITED_KINDS],
+                timezone.now() - WINDOW,
+                Hold.Status.ACTIVE.value,
+                timezone.now(),
+            ],
         )
-        per_transfer, daily, step_up, used = cur.fetchone()
-    return _limits(currency, per_transfer, daily, step_up, used)
+    )
+    if rows:
+        # The function's extra columns, as raw() annotates them.
+        first: Any = rows[0]
+        limits = _limits(
+            currency, first.limit_per_transfer, first.limit_daily, first.limit_step_up_threshold, first.used_today
+        )
+    else:  # neither account exists: the caller refuses the transfer; the limits still hold
+        limits = limits_for(user=user, currency=currency)
+    return limits, {row.pk: row for row in rows}
 
 
 def limits_for(*, user: Any, currency: str) -> Limits:

@@ -23,10 +23,9 @@ from transactions.exceptions import (
     SameAccount,
     UnknownDestination,
 )
-from transactions.lock_objects import bank_accounts_for_update, customer_lock
 from transactions.models import Transaction
 from transactions.services.ledger import Leg, available_balance, posting_prepare, posting_write
-from transactions.services.limits import Limits, limits_lock
+from transactions.services.limits import Limits, limits_and_accounts_lock
 from transactions.services.notices import notice
 
 STEP_UP_PURPOSE = "transfer"
@@ -61,12 +60,11 @@ def transfer_create(
     """
 
     def work() -> Transaction:
-        # Step 1 of the lock order; the limits are read under that lock.
-        limits = limits_lock(user=user, currency=currency) if enforce_limits else None
-        if limits is None:
-            customer_lock(user.pk)
-        # One query finds and locks both (pk order): the source by id, the destination by IBAN.
-        accounts = bank_accounts_for_update([source_account_id], ibans=[destination_iban])
+        # Customer, then both accounts (pk order) - the source by id, the destination by IBAN -
+        # and the limits read under those locks, in one call.
+        limits, accounts = limits_and_accounts_lock(
+            user=user, currency=currency, source_account_id=source_account_id, destination_iban=destination_iban
+        )
         source = accounts.get(source_account_id)
         if source is None or source.owner_id != user.pk:
             raise AccountNotFound()
@@ -81,7 +79,7 @@ def transfer_create(
                 details={"source": source.currency, "destination": target.currency, "currency": currency}
             )
         amount_text = format_amount(amount, currency)
-        if limits is not None:
+        if enforce_limits:
             if amount > limits.per_transfer:
                 raise LimitExceeded(
                     "The amount is above your per-transfer limit.",
@@ -123,7 +121,9 @@ def transfer_create(
         )
         journal = posting.journal
         source, target = posting.accounts[source.pk], posting.accounts[target.pk]
-        alerts = _alerts(journal=journal, source=source, target=target, before=before, limits=limits)
+        alerts = _alerts(
+            journal=journal, source=source, target=target, before=before, limits=limits if enforce_limits else None
+        )
         posting_write(posting, notices=alerts)
         audit_record(
             action=f"{kind}.posted",

@@ -1,0 +1,67 @@
+"""ledger_post(): write one prepared posting - balances, journal row, entries and the
+alerts outbox row - in one call, with plans cached per database session.
+
+Everything is validated in Python first (transactions.services.ledger.posting_prepare,
+under the accounts' row locks); this only writes. The database still checks the result:
+the deferred balance trigger at COMMIT, the append-only triggers, the balance >=
+-overdraft check constraint, the foreign keys.
+Adding a column to Transaction or Entry means replacing this function in that migration.
+"""
+
+from django.db import migrations
+
+CREATE = """
+CREATE OR REPLACE FUNCTION ledger_post(
+    p_id uuid, p_kind text, p_status text, p_reference text, p_description text, p_initiated_by uuid,
+    p_source uuid, p_destination uuid, p_amount bigint, p_currency text, p_reverses uuid,
+    p_created_at timestamptz, p_posted_at timestamptz,
+    p_accounts uuid[], p_balances bigint[],
+    p_entry_accounts uuid[], p_entry_amounts bigint[], p_entry_balances bigint[],
+    p_notices jsonb
+) RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    UPDATE accounts_bankaccount AS a SET balance = v.balance
+    FROM unnest(p_accounts, p_balances) AS v(id, balance) WHERE a.id = v.id;
+
+    INSERT INTO transactions_transaction (id, kind, status, reference, description, initiated_by_id,
+        source_account_id, destination_account_id, amount, currency, reverses_id, created_at, posted_at)
+    VALUES (p_id, p_kind, p_status, p_reference, p_description, p_initiated_by,
+        p_source, p_destination, p_amount, p_currency, p_reverses, p_created_at, p_posted_at);
+
+    -- An entry is never dated before its account's latest one (app-server clocks may
+    -- disagree): an account's entries stay in posting order by (created_at, id), which
+    -- history pages, statements and opening balances rely on.
+    INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)
+    SELECT p_id, v.account, v.amount, p_currency, v.balance_after,
+           GREATEST(p_created_at, (SELECT max(e.created_at) FROM transactions_entry e WHERE e.account_id = v.account))
+    FROM unnest(p_entry_accounts, p_entry_amounts, p_entry_balances) WITH ORDINALITY AS v(account, amount, balance_after, n)
+    ORDER BY v.n;
+
+    IF p_notices IS NOT NULL THEN
+        INSERT INTO transactions_ledgernotice (transaction_id, notices, created_at)
+        VALUES (p_id, p_notices, p_created_at);
+    END IF;
+END
+$$;
+"""
+
+DROP = (
+    "DROP FUNCTION IF EXISTS ledger_post(uuid, text, text, text, text, uuid, uuid, uuid, bigint, text, uuid,"
+    " timestamptz, timestamptz, uuid[], bigint[], uuid[], bigint[], bigint[], jsonb);"
+)
+
+
+def create(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(CREATE)
+
+
+def drop(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("transactions", "0004_ledger_lock_transfer")]
+
+    operations = [migrations.RunPython(create, drop)]
