@@ -54,25 +54,6 @@ def _connection_chain() -> int:
     return connection.connection.get_backend_pid() % chains + 1
 
 
-# The arguments of audit_append() (migration bankcore 0003) after the chain and the content.
-_FUNCTION_FIELDS: list[models.Field] = [
-    AuditEvent._meta.get_field(name)  # type: ignore[misc]
-    for name in (
-        "created_at",
-        "actor",
-        "actor_label",
-        "action",
-        "target_type",
-        "target_id",
-        "ip",
-        "user_agent",
-        "request_id",
-        "details",
-    )
-]
-_APPEND_SQL = "SELECT * FROM audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-
-
 def _append_portable(event: AuditEvent) -> None:
     head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=event.chain)
     event.prev_hash = head.last_hash
@@ -81,18 +62,80 @@ def _append_portable(event: AuditEvent) -> None:
     AuditChainHead.objects.filter(id=event.chain).update(last_event_id=event.id, last_hash=event.hash)
 
 
-def _append(event: AuditEvent) -> None:
-    """Chain the event to its chain's head and store it; sets id, prev_hash and hash."""
-    if connection.vendor != "postgresql":
-        _append_portable(event)
-        return
-    # One round trip with a cached plan: lock the chain head, chain, insert, move the head.
-    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _FUNCTION_FIELDS]
-    with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL, [event.chain, canonical_content(event), *params])
-        event.id, event.prev_hash, event.hash = cursor.fetchone()
+def audit_append_call(event: AuditEvent) -> tuple[str, list[Any]]:
+    """The `audit_append()` call (migration 0003) that stores `event`, and its parameters, for
+    a caller that folds it into a statement of its own (the ledger posting); pass the row
+    that call returns to `audit_appended`. PostgreSQL only."""
+    return "audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)", [
+        event.chain,
+        canonical_content(event),
+        event.created_at,
+        event.actor_id,
+        event.actor_label,
+        event.action,
+        event.target_type,
+        event.target_id,
+        event.ip,
+        event.user_agent,
+        event.request_id,
+        json.dumps(event.details),
+    ]
+
+
+def audit_appended(event: AuditEvent, row: tuple[int, str, str]) -> None:
+    """Record what `audit_append()` returned (id, prev_hash, hash) on the event."""
+    event.id, event.prev_hash, event.hash = row
     event._state.adding = False
     event._state.db = connection.alias
+
+
+def audit_write(event: AuditEvent) -> None:
+    """Chain `event` (from `audit_event`) to its chain's head and store it, in the caller's
+    transaction. On PostgreSQL one round trip with a cached plan: lock the chain head,
+    chain, insert, move the head."""
+    # Joins the caller's transaction (no savepoint: nothing in here is caught and retried);
+    # outside one it is its own transaction.
+    with transaction.atomic(savepoint=False):
+        if connection.vendor != "postgresql":
+            _append_portable(event)
+            return
+        call, params = audit_append_call(event)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM {call}", params)  # noqa: S608 - a fixed call; values are bound
+            audit_appended(event, cursor.fetchone())
+
+
+def audit_event(
+    *,
+    action: str,
+    actor: Any = None,
+    target: models.Model | None = None,
+    target_type: str = "",
+    target_id: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """An event to append (not yet stored or chained), on this connection's chain.
+
+    Client IP, user agent and request id come from the current request, if any.
+    """
+    meta = current_request_meta()
+    if target is not None:
+        target_type = target_type or target._meta.label
+        target_id = target_id or str(target.pk)
+    actor_user = actor if getattr(actor, "is_authenticated", False) else None
+    return AuditEvent(
+        chain=_connection_chain(),
+        created_at=timezone.now(),
+        actor=actor_user,
+        actor_label=str(getattr(actor_user, "email", "") or (actor if isinstance(actor, str) else "")),
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        ip=meta.ip,
+        user_agent=meta.user_agent,
+        request_id=meta.request_id if meta.request_id != "-" else "",
+        details=json.loads(json.dumps(details or {}, default=str)),
+    )
 
 
 def audit_record(
@@ -110,28 +153,10 @@ def audit_record(
     the head of this connection's chain; call it last in a transaction to hold that lock
     briefly. Client IP, user agent and request id come from the current request, if any.
     """
-    meta = current_request_meta()
-    if target is not None:
-        target_type = target_type or target._meta.label
-        target_id = target_id or str(target.pk)
-    actor_user = actor if getattr(actor, "is_authenticated", False) else None
-    # Joins the caller's transaction (no savepoint: nothing in here is caught and retried);
-    # outside one it is its own transaction.
-    with transaction.atomic(savepoint=False):
-        event = AuditEvent(
-            chain=_connection_chain(),
-            created_at=timezone.now(),
-            actor=actor_user,
-            actor_label=str(getattr(actor_user, "email", "") or (actor if isinstance(actor, str) else "")),
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            ip=meta.ip,
-            user_agent=meta.user_agent,
-            request_id=meta.request_id if meta.request_id != "-" else "",
-            details=json.loads(json.dumps(details or {}, default=str)),
-        )
-        _append(event)
+    event = audit_event(
+        action=action, actor=actor, target=target, target_type=target_type, target_id=target_id, details=details
+    )
+    audit_write(event)
     return event
 
 

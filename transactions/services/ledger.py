@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection
@@ -19,6 +19,8 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from accounts.models import BankAccount
+from bankcore.audit import audit_append_call, audit_appended, audit_write
+from bankcore.models import AuditEvent
 from bankcore.money import format_amount
 from transactions.exceptions import AccountFrozen, CurrencyMismatch, InsufficientFunds, LedgerUnbalanced
 from transactions.lock_objects import bank_accounts_for_update
@@ -39,13 +41,21 @@ def available_balance(account: BankAccount, held: int = 0) -> int:
     return account.balance - held + account.overdraft_limit
 
 
+class EntryLine(NamedTuple):
+    """One entry to write (its currency and time are the journal's)."""
+
+    account_id: UUID
+    amount: int
+    balance_after: int
+
+
 @dataclass
 class Posting:
     """A validated posting, not yet written: the journal row, its entries and the accounts'
     new balances (computed under their row locks)."""
 
     journal: Transaction
-    entries: list[Entry]
+    entries: list[EntryLine]
     accounts: dict[UUID, BankAccount]
     balances: dict[UUID, int]
 
@@ -141,22 +151,16 @@ def posting_prepare(
     for leg in legs:
         account = accounts[leg.account_id]
         account.balance += leg.amount
-        entries.append(
-            Entry(
-                transaction=journal,
-                account_id=leg.account_id,
-                amount=leg.amount,
-                currency=currency,
-                balance_after=account.balance,
-                created_at=now,
-            )
-        )
+        entries.append(EntryLine(leg.account_id, leg.amount, account.balance))
     return Posting(journal, entries, accounts, {pk: accounts[pk].balance for pk in deltas})
 
 
-def posting_write(posting: Posting, *, notices: list[dict[str, Any]] | None = None) -> None:
-    """Write a prepared posting - and the customer alerts it owes (`notices.notice` items),
-    sent after COMMIT - in the caller's transaction."""
+def posting_write(
+    posting: Posting, *, notices: list[dict[str, Any]] | None = None, audit: AuditEvent | None = None
+) -> None:
+    """Write a prepared posting in the caller's transaction, with the customer alerts it owes
+    (`notices.notice` items, sent after COMMIT) and its audit event (`audit.audit_event`).
+    On PostgreSQL all of it is one round trip; the audit chain head is locked last."""
     journal, entries, balances = posting.journal, posting.entries, posting.balances
     if connection.vendor != "postgresql":
         journal.save(force_insert=True)
@@ -164,50 +168,73 @@ def posting_write(posting: Posting, *, notices: list[dict[str, Any]] | None = No
         BankAccount.objects.filter(pk__in=list(balances)).update(
             balance=Case(*(When(pk=pk, then=Value(balance)) for pk, balance in balances.items()))
         )
-        Entry.objects.bulk_create(entries)
+        Entry.objects.bulk_create(
+            Entry(
+                transaction=journal,
+                account_id=line.account_id,
+                amount=line.amount,
+                currency=journal.currency,
+                balance_after=line.balance_after,
+                created_at=journal.created_at,
+            )
+            for line in entries
+        )
         if notices:
             notices_queue(journal=journal, notices=notices)
+        if audit is not None:
+            audit_write(audit)
         return
-    _write_postgresql(journal, entries, balances, notices)
+    _write_postgresql(journal, entries, balances, notices, audit)
     if notices:
         notices_wake_on_commit()
 
 
-_POST_SQL = (
-    "SELECT ledger_post(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+_POST_CALL = (
+    "ledger_post(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
     " %s::uuid[], %s::bigint[], %s::uuid[], %s::bigint[], %s::bigint[], %s::jsonb)"
 )
 
 
 def _write_postgresql(
-    journal: Transaction, entries: list[Entry], balances: dict[UUID, int], notices: list[dict[str, Any]] | None
+    journal: Transaction,
+    entries: list[EntryLine],
+    balances: dict[UUID, int],
+    notices: list[dict[str, Any]] | None,
+    audit: AuditEvent | None,
 ) -> None:
     """Balances, journal row, entries and the alerts outbox row through `ledger_post()`
-    (migration 0005): one round trip under the row locks, plans cached per session."""
+    (migration 0005), and the audit event through `audit_append()`: one round trip under
+    the row locks, plans cached per session. ledger_post takes no row lock (the accounts
+    are locked already), so the audit chain head is still the last lock taken."""
+    sql = f"SELECT {_POST_CALL}"
+    params: list[Any] = [
+        journal.pk,
+        journal.kind,
+        journal.status,
+        journal.reference,
+        journal.description,
+        journal.initiated_by_id,
+        journal.source_account_id,
+        journal.destination_account_id,
+        journal.amount,
+        journal.currency,
+        journal.reverses_id,
+        journal.created_at,
+        journal.posted_at,
+        [str(pk) for pk in balances],
+        list(balances.values()),
+        [str(line.account_id) for line in entries],
+        [line.amount for line in entries],
+        [line.balance_after for line in entries],
+        json.dumps(notices) if notices else None,
+    ]
+    if audit is not None:
+        audit_call, audit_params = audit_append_call(audit)
+        sql = f"SELECT a.* FROM {_POST_CALL} AS posted CROSS JOIN {audit_call} AS a"  # noqa: S608 - fixed calls
+        params += audit_params
     with connection.cursor() as cursor:
-        cursor.execute(
-            _POST_SQL,
-            [
-                journal.pk,
-                journal.kind,
-                journal.status,
-                journal.reference,
-                journal.description,
-                journal.initiated_by_id,
-                journal.source_account_id,
-                journal.destination_account_id,
-                journal.amount,
-                journal.currency,
-                journal.reverses_id,
-                journal.created_at,
-                journal.posted_at,
-                [str(pk) for pk in balances],
-                list(balances.values()),
-                [str(entry.account_id) for entry in entries],
-                [entry.amount for entry in entries],
-                [entry.balance_after for entry in entries],
-                json.dumps(notices) if notices else None,
-            ],
-        )
+        cursor.execute(sql, params)
+        if audit is not None:
+            audit_appended(audit, cursor.fetchone())
     journal._state.adding = False
     journal._state.db = connection.alias

@@ -66,9 +66,9 @@ def limits_and_accounts_lock(
     *, user: Any, currency: str, source_account_id: UUID, destination_iban: str
 ) -> tuple[Limits, dict[UUID, BankAccount]]:
     """Steps 1 and 2 of the global lock order for a customer's transfer: lock the customer's
-    row, then the source account (by id) and the destination (by IBAN) in pk order; return the customer's limits
-    and what the last 24 hours used, and the locked accounts (each with `held`), all read
-    under those locks. No concurrent transfer of this customer's can change `used_today`
+    row, then the source account (by id) and the destination (by IBAN) in pk order; return
+    the customer's limits and what the last 24 hours used, and the locked accounts (each
+    with `held`), all read under those locks. No concurrent transfer of this customer's can change `used_today`
     until this transaction ends.
 
     One round trip on PostgreSQL: the `ledger_lock_transfer()` function (migration 0004).
@@ -77,8 +77,9 @@ def limits_and_accounts_lock(
         customer_lock(user.pk)
         accounts = bank_accounts_for_update([source_account_id], ibans=[destination_iban])
         return limits_for(user=user, currency=currency), accounts
-    rows = list(
-        BankAccount.objects.raw(
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
             "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s::text[], %s, %s, %s)",
             [
                 user.pk,
@@ -86,21 +87,33 @@ def limits_and_accounts_lock(
                 destination_iban,
                 currency,
                 [str(kind) for kind in LIMITED_KINDS],
-                timezone.now() - WINDOW,
+                now - WINDOW,
                 Hold.Status.ACTIVE.value,
-                timezone.now(),
+                now,
             ],
         )
+        rows = cursor.fetchall()
+        columns = [column.name for column in cursor.description]
+    if not rows:  # neither account exists: the caller refuses the transfer; the limits still hold
+        return limits_for(user=user, currency=currency), {}
+    # Plain positional model construction: the ORM's raw() machinery cost more than the query.
+    fields = BankAccount._meta.concrete_fields
+    take = [columns.index(field.column) for field in fields]
+    names = [field.attname for field in fields]
+    accounts = {}
+    for row in rows:
+        account = BankAccount.from_db(connection.alias, names, [row[i] for i in take])
+        account.held = row[columns.index("held")]  # type: ignore[attr-defined]
+        accounts[account.pk] = account
+    extra = dict(zip(columns, rows[0], strict=True))
+    limits = _limits(
+        currency,
+        extra["limit_per_transfer"],
+        extra["limit_daily"],
+        extra["limit_step_up_threshold"],
+        extra["used_today"],
     )
-    if rows:
-        # The function's extra columns, as raw() annotates them.
-        first: Any = rows[0]
-        limits = _limits(
-            currency, first.limit_per_transfer, first.limit_daily, first.limit_step_up_threshold, first.used_today
-        )
-    else:  # neither account exists: the caller refuses the transfer; the limits still hold
-        limits = limits_for(user=user, currency=currency)
-    return limits, {row.pk: row for row in rows}
+    return limits, accounts
 
 
 def limits_for(*, user: Any, currency: str) -> Limits:

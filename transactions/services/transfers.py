@@ -10,7 +10,7 @@ from django.conf import settings
 
 from accounts.models import BankAccount
 from accounts.services.step_up import step_up_consume
-from bankcore.audit import audit_record
+from bankcore.audit import audit_event
 from bankcore.money import exponent, format_amount
 from notifications.events import Event
 from transactions.db import atomic_with_retry
@@ -124,8 +124,7 @@ def transfer_create(
         alerts = _alerts(
             journal=journal, source=source, target=target, before=before, limits=limits if enforce_limits else None
         )
-        posting_write(posting, notices=alerts)
-        audit_record(
+        event = audit_event(
             action=f"{kind}.posted",
             actor=user,
             target=journal,
@@ -136,6 +135,8 @@ def transfer_create(
                 "currency": currency,
             },
         )
+        # The posting, its alerts and its audit event: one round trip.
+        posting_write(posting, notices=alerts, audit=event)
         return journal
 
     return atomic_with_retry(work)

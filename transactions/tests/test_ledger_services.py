@@ -175,3 +175,29 @@ def test_entries_never_go_back_in_time_on_an_account_even_if_a_clock_does(custom
     assert [e.balance_after for e in entries] == [500, 300]
     assert entries[1].created_at >= entries[0].created_at
     assert ledger_verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_transfer_is_audited_in_the_hash_chain_with_its_posting(customer):
+    from bankcore.audit import verify_chain
+    from transactions.services.transfers import transfer_create
+
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    journals = [
+        transfer_create(
+            user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=100, currency="EUR"
+        )
+        for _ in range(3)
+    ]
+    events = list(AuditEvent.objects.filter(action="transfer.posted").order_by("id"))
+    assert [event.target_id for event in events] == [str(journal.pk) for journal in journals]
+    assert events[0].actor_id == customer.pk
+    assert events[0].details == {
+        "source": str(source.pk),
+        "destination": str(destination.pk),
+        "amount": "1.00",
+        "currency": "EUR",
+    }
+    assert [event.prev_hash for event in events[1:]] == [event.hash for event in events[:-1]]
+    assert not [step for step in verify_chain() if not isinstance(step, int)]  # no ChainBreak
