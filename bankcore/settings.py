@@ -88,14 +88,16 @@ MIDDLEWARE = [
     "bankcore.api.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Sessions, session user, OTP and messages serve the admin's pages; /api/ (bearer JWT)
+    # skips them (bankcore/api/middleware.py). CSRF stays as is: `check --deploy` looks for it.
+    "bankcore.api.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django_otp.middleware.OTPMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "bankcore.api.middleware.BrowserAuthenticationMiddleware",
+    "bankcore.api.middleware.BrowserOTPMiddleware",
+    "bankcore.api.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "bankcore.api.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "bankcore.urls"

@@ -1,13 +1,20 @@
-"""Request-level conventions: X-Request-ID on every response, a cap on body size."""
+"""Request-level conventions: X-Request-ID on every response, a cap on body size, and the
+browser-only middleware that /api/ requests skip."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
+import django_prometheus.middleware
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from django_otp.middleware import OTPMiddleware
 
 from bankcore.api.errors import error_response
 from bankcore.api.logging import RequestMeta, request_meta_var
@@ -57,3 +64,61 @@ class BodySizeLimitMiddleware:
                 {"max_bytes": settings.API_MAX_BODY_BYTES},
             )
         return self.get_response(request)
+
+
+API_PATH_PREFIX = "/api/"
+
+
+class _BrowserOnly:
+    """Skip this middleware for /api/ requests.
+
+    The API authenticates every request with a bearer JWT and answers JSON, so sessions,
+    the session user, the OTP-verified user and messages are for the admin's browser pages
+    only; on the API they were work per request that nothing read (DRF sets the request's
+    user when it authenticates). CSRF protection is left as it was for every path.
+    """
+
+    get_response: Any  # set by the middleware class it is mixed into
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(API_PATH_PREFIX):
+            return self.get_response(request)
+        return super().__call__(request)  # type: ignore[misc]
+
+
+class BrowserSessionMiddleware(_BrowserOnly, SessionMiddleware):
+    pass
+
+
+class BrowserAuthenticationMiddleware(_BrowserOnly, AuthenticationMiddleware):
+    pass
+
+
+class BrowserOTPMiddleware(_BrowserOnly, OTPMiddleware):
+    pass
+
+
+class BrowserMessageMiddleware(_BrowserOnly, MessageMiddleware):
+    pass
+
+
+class PrometheusAfterMiddleware(django_prometheus.middleware.PrometheusAfterMiddleware):
+    """django_prometheus's per-request metrics, unchanged, with each labelled child looked up once.
+
+    `metric.labels(...)` validates and converts the labels and takes a lock on every call;
+    a request makes about ten of them. The children are the same objects every time, so
+    they are kept in a dict (bounded like the label space itself: view x method x status).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        super().__init__(get_response)
+        self._children: dict[tuple[int, tuple[tuple[str, Any], ...]], Any] = {}
+
+    def label_metric(self, metric: Any, request: Any, response: Any = None, **labels: Any) -> Any:
+        if not labels:
+            return metric
+        key = (id(metric), tuple(labels.items()))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
