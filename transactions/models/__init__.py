@@ -1,7 +1,7 @@
 from transactions.models.adjustments import AdjustmentRequest
 from transactions.models.idempotency import IdempotencyKey
 from transactions.models.ledger import Entry, Hold, Transaction
-from transactions.models.limits import CustomerLimit
+from transactions.models.limits import CustomerLimit, LimitUsage
 from transactions.models.notices import LedgerNotice
 from transactions.models.payees import Beneficiary, StandingOrder, StandingOrderExecution
 
@@ -13,6 +13,7 @@ __all__ = [
     "Hold",
     "IdempotencyKey",
     "LedgerNotice",
+    "LimitUsage",
     "StandingOrder",
     "StandingOrderExecution",
     "Transaction",

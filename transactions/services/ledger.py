@@ -25,6 +25,7 @@ from bankcore.money import format_amount
 from transactions.exceptions import AccountFrozen, CurrencyMismatch, InsufficientFunds, LedgerUnbalanced
 from transactions.lock_objects import bank_accounts_for_update
 from transactions.models import Entry, Transaction
+from transactions.services.limits import counts_against_limits, limit_usage_add
 from transactions.services.notices import notices_queue, notices_wake_on_commit
 
 
@@ -181,6 +182,8 @@ def posting_write(
         )
         if notices:
             notices_queue(journal=journal, notices=notices)
+        if counts_against_limits(journal):
+            limit_usage_add(journal)
         if audit is not None:
             audit_write(audit)
         return
@@ -191,7 +194,7 @@ def posting_write(
 
 _POST_CALL = (
     "ledger_post(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s::uuid[], %s::bigint[], %s::uuid[], %s::bigint[], %s::bigint[], %s::jsonb)"
+    " %s::uuid[], %s::bigint[], %s::uuid[], %s::bigint[], %s::bigint[], %s::jsonb, %s)"
 )
 
 
@@ -202,10 +205,10 @@ def _write_postgresql(
     notices: list[dict[str, Any]] | None,
     audit: AuditEvent | None,
 ) -> None:
-    """Balances, journal row, entries and the alerts outbox row through `ledger_post()`
-    (migration 0005), and the audit event through `audit_append()`: one round trip under
-    the row locks, plans cached per session. ledger_post takes no row lock (the accounts
-    are locked already), so the audit chain head is still the last lock taken."""
+    """Balances, journal row, entries, the alerts outbox row and the customer's limit usage
+    through `ledger_post()` (migration 0006), and the audit event through `audit_append()`:
+    one round trip under the row locks, plans cached per session. ledger_post takes no row
+    lock (the accounts are locked already), so the audit chain head is still the last lock."""
     sql = f"SELECT {_POST_CALL}"
     params: list[Any] = [
         journal.pk,
@@ -227,6 +230,7 @@ def _write_postgresql(
         [line.amount for line in entries],
         [line.balance_after for line in entries],
         json.dumps(notices) if notices else None,
+        counts_against_limits(journal),
     ]
     if audit is not None:
         audit_call, audit_params = audit_append_call(audit)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import BankAccount
 from bankcore.audit import audit_record
 from bankcore.money import exponent
 from transactions.lock_objects import bank_accounts_for_update, customer_lock
-from transactions.models import CustomerLimit, Hold, Transaction
+from transactions.models import CustomerLimit, Hold, LimitUsage, Transaction
 
 # Kinds that count against the rolling 24-hour outgoing limit.
 LIMITED_KINDS = (Transaction.Kind.TRANSFER, Transaction.Kind.PAYMENT)
@@ -40,13 +41,37 @@ def _default_minor(setting: str, currency: str) -> int:
     return int(Decimal(getattr(settings, setting)).scaleb(exponent(currency)))
 
 
+# Usage counts whole minutes (LimitUsage), the one the window starts in included.
 _LIMITS_SQL = """
 SELECT l.per_transfer, l.daily, l.step_up_threshold,
-       (SELECT coalesce(sum(t.amount), 0) FROM transactions_transaction t
-        WHERE t.initiated_by_id = %s AND t.kind IN (%s, %s) AND t.currency = %s AND t.created_at > %s)
+       (SELECT coalesce(sum(u.amount), 0) FROM transactions_limitusage u
+        WHERE u.user_id = %s AND u.currency = %s AND u.minute >= %s)
 FROM (SELECT 1 AS one) AS one
 LEFT JOIN transactions_customerlimit l ON l.user_id = %s AND l.currency = %s
 """
+
+
+def counts_against_limits(journal: Transaction) -> bool:
+    """Does this posting use up its initiating customer's limits?"""
+    return journal.kind in LIMITED_KINDS and journal.initiated_by_id is not None and bool(journal.amount)
+
+
+def limit_usage_add(journal: Transaction) -> None:
+    """Add a posting to its customer's usage (portable path; ledger_post() does it on PostgreSQL).
+    Call under the customer's row lock, in the posting's transaction."""
+    amount = journal.amount or 0
+    usage, created = LimitUsage.objects.get_or_create(
+        user=journal.initiated_by,
+        currency=journal.currency,
+        minute=journal.created_at.replace(second=0, microsecond=0),
+        defaults={"amount": amount},
+    )
+    if not created:
+        LimitUsage.objects.filter(pk=usage.pk).update(amount=F("amount") + amount)
+
+
+def _window_start(now: datetime) -> datetime:
+    return (now - WINDOW).replace(second=0, microsecond=0)
 
 
 def _limits(currency: str, per_transfer: int | None, daily: int | None, step_up: int | None, used: int) -> Limits:
@@ -71,7 +96,7 @@ def limits_and_accounts_lock(
     with `held`), all read under those locks. No concurrent transfer of this customer's can change `used_today`
     until this transaction ends.
 
-    One round trip on PostgreSQL: the `ledger_lock_transfer()` function (migration 0004).
+    One round trip on PostgreSQL: the `ledger_lock_transfer()` function (migration 0005).
     """
     if connection.vendor != "postgresql":
         customer_lock(user.pk)
@@ -80,13 +105,12 @@ def limits_and_accounts_lock(
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s::text[], %s, %s, %s)",
+            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s, %s, %s)",
             [
                 user.pk,
                 source_account_id,
                 destination_iban,
                 currency,
-                [str(kind) for kind in LIMITED_KINDS],
                 now - WINDOW,
                 Hold.Status.ACTIVE.value,
                 now,
@@ -123,9 +147,9 @@ def limits_for(*, user: Any, currency: str) -> Limits:
     (lock_objects.customer_lock): no concurrent transfer of theirs can change `used_today`.
     """
     user_id = CustomerLimit._meta.get_field("user").get_db_prep_value(user.pk, connection)
-    since = timezone.now() - WINDOW
+    since = _window_start(timezone.now())
     with connection.cursor() as cur:
-        cur.execute(_LIMITS_SQL, [user_id, *LIMITED_KINDS, currency, since, user_id, currency])
+        cur.execute(_LIMITS_SQL, [user_id, currency, since, user_id, currency])
         per_transfer, daily, step_up, used = cur.fetchone()
     return _limits(currency, per_transfer, daily, step_up, used)
 

@@ -201,3 +201,43 @@ def test_a_transfer_is_audited_in_the_hash_chain_with_its_posting(customer):
     }
     assert [event.prev_hash for event in events[1:]] == [event.hash for event in events[:-1]]
     assert not [step for step in verify_chain() if not isinstance(step, int)]  # no ChainBreak
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_rolling_daily_limit_forgets_transfers_older_than_24_hours(customer):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transactions.exceptions import LimitExceeded
+    from transactions.models import CustomerLimit, LimitUsage
+    from transactions.services.limits import limits_for
+    from transactions.services.transfers import transfer_create
+
+    source, destination = open_account(customer, balance=100_000), open_account(CustomerFactory())
+    now = timezone.now()
+    for hours_ago, amount in ((25, 7_000), (23, 2_000)):
+        post_transaction(
+            kind=Transaction.Kind.TRANSFER,
+            legs=[Leg(source.pk, -amount), Leg(destination.pk, amount)],
+            currency="EUR",
+            initiated_by=customer,
+            amount=amount,
+            source_account_id=source.pk,
+            destination_account_id=destination.pk,
+            at=now - timedelta(hours=hours_ago),
+        )
+    assert LimitUsage.objects.filter(user=customer).count() == 2  # one row per minute used
+    assert limits_for(user=customer, currency="EUR").used_today == 2_000
+    CustomerLimit.objects.create(user=customer, currency="EUR", daily=3_000)
+
+    def send(amount: int) -> None:
+        transfer_create(
+            user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=amount, currency="EUR"
+        )
+
+    send(1_000)  # 2,000 + 1,000: exactly the limit; the 7,000 of 25 hours ago no longer counts
+    with pytest.raises(LimitExceeded):
+        send(1)
+    assert limits_for(user=customer, currency="EUR").used_today == 3_000

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0003_totp_created_at'),
-        ('transactions', '0005_ledger_post_function'),
+        ('transactions', '0006_ledger_post_function'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -19,7 +19,7 @@ from django.db import migrations
 CREATE = """
 CREATE OR REPLACE FUNCTION ledger_lock_transfer(
     p_user uuid, p_source uuid, p_destination_iban text,
-    p_currency text, p_limited_kinds text[], p_since timestamptz, p_hold_status text, p_now timestamptz
+    p_currency text, p_since timestamptz, p_hold_status text, p_now timestamptz
 ) RETURNS TABLE (
     id uuid, owner_id uuid, internal_code varchar, name varchar, kind varchar, currency varchar,
     status varchar, iban varchar, balance bigint, overdraft_limit bigint, created_at timestamptz,
@@ -37,9 +37,10 @@ BEGIN
     WHERE a.id = p_source OR a.iban = p_destination_iban ORDER BY a.id FOR UPDATE;
 
     SELECT l.per_transfer, l.daily, l.step_up_threshold,
-           (SELECT coalesce(sum(t.amount), 0) FROM transactions_transaction t
-            WHERE t.initiated_by_id = p_user AND t.kind = ANY (p_limited_kinds)
-              AND t.currency = p_currency AND t.created_at > p_since)
+           -- Whole minutes, the one the window starts in included: never under-counted.
+           (SELECT coalesce(sum(u.amount), 0)::bigint FROM transactions_limitusage u
+            WHERE u.user_id = p_user AND u.currency = p_currency
+              AND u.minute >= date_trunc('minute', p_since))
     INTO v_per_transfer, v_daily, v_step_up, v_used
     FROM (SELECT 1) AS one
     LEFT JOIN transactions_customerlimit l ON l.user_id = p_user AND l.currency = p_currency;
@@ -57,7 +58,7 @@ END
 $$;
 """
 
-DROP = "DROP FUNCTION IF EXISTS ledger_lock_transfer(uuid, uuid, text, text, text[], timestamptz, text, timestamptz);"
+DROP = "DROP FUNCTION IF EXISTS ledger_lock_transfer(uuid, uuid, text, text, timestamptz, text, timestamptz);"
 
 
 def create(apps, schema_editor):
@@ -71,6 +72,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("transactions", "0003_ledger_notices")]
+    dependencies = [("transactions", "0004_limit_usage")]
 
     operations = [migrations.RunPython(create, drop)]

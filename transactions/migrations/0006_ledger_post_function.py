@@ -1,5 +1,6 @@
-"""ledger_post(): write one prepared posting - balances, journal row, entries and the
-alerts outbox row - in one call, with plans cached per database session.
+"""ledger_post(): write one prepared posting - balances, journal row, entries, the
+alerts outbox row and the customer's limit usage - in one call, with plans cached per
+database session.
 
 Everything is validated in Python first (transactions.services.ledger.posting_prepare,
 under the accounts' row locks); this only writes. The database still checks the result:
@@ -17,7 +18,7 @@ CREATE OR REPLACE FUNCTION ledger_post(
     p_created_at timestamptz, p_posted_at timestamptz,
     p_accounts uuid[], p_balances bigint[],
     p_entry_accounts uuid[], p_entry_amounts bigint[], p_entry_balances bigint[],
-    p_notices jsonb
+    p_notices jsonb, p_limit_usage boolean
 ) RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     UPDATE accounts_bankaccount AS a SET balance = v.balance
@@ -41,13 +42,19 @@ BEGIN
         INSERT INTO transactions_ledgernotice (transaction_id, notices, created_at)
         VALUES (p_id, p_notices, p_created_at);
     END IF;
+
+    IF p_limit_usage THEN
+        INSERT INTO transactions_limitusage AS u (user_id, currency, minute, amount)
+        VALUES (p_initiated_by, p_currency, date_trunc('minute', p_created_at), p_amount)
+        ON CONFLICT (user_id, currency, minute) DO UPDATE SET amount = u.amount + EXCLUDED.amount;
+    END IF;
 END
 $$;
 """
 
 DROP = (
     "DROP FUNCTION IF EXISTS ledger_post(uuid, text, text, text, text, uuid, uuid, uuid, bigint, text, uuid,"
-    " timestamptz, timestamptz, uuid[], bigint[], uuid[], bigint[], bigint[], jsonb);"
+    " timestamptz, timestamptz, uuid[], bigint[], uuid[], bigint[], bigint[], jsonb, boolean);"
 )
 
 
@@ -62,6 +69,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("transactions", "0004_ledger_lock_transfer")]
+    dependencies = [("transactions", "0005_ledger_lock_transfer")]
 
     operations = [migrations.RunPython(create, drop)]
