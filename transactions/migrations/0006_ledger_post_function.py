@@ -21,8 +21,12 @@ CREATE OR REPLACE FUNCTION ledger_post(
     p_notices jsonb, p_limit_usage boolean
 ) RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    UPDATE accounts_bankaccount AS a SET balance = v.balance
-    FROM unnest(p_accounts, p_balances) AS v(id, balance) WHERE a.id = v.id;
+    -- One row per statement, looped: each statement keeps one cached generic plan (an index
+    -- lookup). Set-based forms over unnest() were either re-planned on every call or got a
+    -- generic plan that scans the whole accounts table.
+    FOR i IN 1 .. cardinality(p_accounts) LOOP
+        UPDATE accounts_bankaccount SET balance = p_balances[i] WHERE id = p_accounts[i];
+    END LOOP;
 
     INSERT INTO transactions_transaction (id, kind, status, reference, description, initiated_by_id,
         source_account_id, destination_account_id, amount, currency, reverses_id, created_at, posted_at)
@@ -32,11 +36,12 @@ BEGIN
     -- An entry is never dated before its account's latest one (app-server clocks may
     -- disagree): an account's entries stay in posting order by (created_at, id), which
     -- history pages, statements and opening balances rely on.
-    INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)
-    SELECT p_id, v.account, v.amount, p_currency, v.balance_after,
-           GREATEST(p_created_at, (SELECT max(e.created_at) FROM transactions_entry e WHERE e.account_id = v.account))
-    FROM unnest(p_entry_accounts, p_entry_amounts, p_entry_balances) WITH ORDINALITY AS v(account, amount, balance_after, n)
-    ORDER BY v.n;
+    FOR i IN 1 .. cardinality(p_entry_accounts) LOOP
+        INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)
+        VALUES (p_id, p_entry_accounts[i], p_entry_amounts[i], p_currency, p_entry_balances[i],
+                GREATEST(p_created_at, (SELECT max(e.created_at) FROM transactions_entry e
+                                        WHERE e.account_id = p_entry_accounts[i])));
+    END LOOP;
 
     IF p_notices IS NOT NULL THEN
         INSERT INTO transactions_ledgernotice (transaction_id, notices, created_at)
