@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -185,20 +186,24 @@ def bench_raw(accounts: list[str], clients: int, seconds: float) -> float:
 
 
 def _service_worker(
-    rows: list[tuple[str, str, str]], seconds: float, start_at: float, out: multiprocessing.Queue
+    rows: list[tuple[str, str, str]],
+    users: dict,
+    seconds: float,
+    ready: Any,
+    out: Any,
+    forked: bool,
 ) -> None:
-    from django.contrib.auth import get_user_model
     from django.db import connections
 
     from bankcore.api.exceptions import BankError
     from transactions.services.transfers import transfer_create
 
-    connections.close_all()  # never share the parent's socket
-    users = {str(u.pk): u for u in get_user_model().objects.filter(pk__in={row[0] for row in rows})}
+    if forked:
+        connections.close_all()  # never share the parent's socket
     rng = random.Random()
     done = refused = 0
     # Warm up before the clock starts, as the raw SQL clients connect before theirs: the first
-    # transfer in a fresh process pays for the database and broker connections and lazy imports.
+    # transfer of a client pays for its database and broker connections and lazy imports.
     source, destination = rng.sample(rows, 2)
     transfer_create(
         user=users[source[0]],
@@ -207,8 +212,7 @@ def _service_worker(
         amount=1,
         currency="EUR",
     )
-    while time.time() < start_at:
-        time.sleep(0.001)
+    ready.wait()  # every client warm, then all start together
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         source, destination = rng.sample(rows, 2)
@@ -223,23 +227,42 @@ def _service_worker(
             done += 1
         except BankError:
             refused += 1
-    connections.close_all()
+    connections.close_all()  # this thread's connection
     out.put((done, refused))
 
 
-def bench_service(rows: list[tuple[str, str, str]], clients: int, seconds: float) -> float:
+def bench_service(rows: list[tuple[str, str, str]], clients: int, seconds: float, *, processes: bool) -> float:
+    """`clients` concurrent callers of transfer_create: threads of this process (as the raw SQL
+    clients are) or, with `processes`, forked worker processes."""
+    import queue
+
+    from django.contrib.auth import get_user_model
     from django.db import connections
 
+    # Loaded once, before the clients start: 16 clients each loading 10,000 users would still
+    # be busy (and stealing CPU) when the others start their clocks.
+    users = {str(u.pk): u for u in get_user_model().objects.filter(pk__in={row[0] for row in rows})}
     connections.close_all()
-    context = multiprocessing.get_context("fork")
-    out = context.Queue()
-    start_at = time.time() + 1.0 + 0.15 * clients
-    processes = [context.Process(target=_service_worker, args=(rows, seconds, start_at, out)) for _ in range(clients)]
-    for process in processes:
-        process.start()
-    results = [out.get() for _ in processes]
-    for process in processes:
-        process.join()
+    workers: list[Any]
+    if processes:
+        context = multiprocessing.get_context("fork")
+        out: Any = context.Queue()
+        ready: Any = context.Barrier(clients)
+        workers = [
+            context.Process(target=_service_worker, args=(rows, users, seconds, ready, out, True))
+            for _ in range(clients)
+        ]
+    else:
+        out, ready = queue.Queue(), threading.Barrier(clients)
+        workers = [
+            threading.Thread(target=_service_worker, args=(rows, users, seconds, ready, out, False))
+            for _ in range(clients)
+        ]
+    for worker in workers:
+        worker.start()
+    results = [out.get() for _ in workers]
+    for worker in workers:
+        worker.join()
     return sum(done for done, _ in results) / seconds
 
 
@@ -448,6 +471,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--history-entries", type=int, default=1_000_000)
     parser.add_argument(
+        "--service-processes",
+        action="store_true",
+        help="(b) from forked processes instead of threads of one process (the raw SQL clients are threads)",
+    )
+    parser.add_argument(
         "--parts", default="raw,service,http,history", help="comma-separated subset to run (quick iterations)"
     )
     args = parser.parse_args()
@@ -467,8 +495,10 @@ def main() -> None:
             print(f"(a) raw SQL   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s", flush=True)
     for set_name, rows in sets.items() if "service" in parts else ():
         for clients in CONCURRENCY:
-            rate = results[("service", set_name, clients)] = bench_service(rows, clients, args.seconds)
-            print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s", flush=True)
+            rate = bench_service(rows, clients, args.seconds, processes=args.service_processes)
+            results[("service", set_name, clients)] = rate
+            mode = "processes" if args.service_processes else "threads"
+            print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  ({mode})", flush=True)
 
     if "http" in parts:
         results.update(run_http(sets, args.workers, args.seconds))
