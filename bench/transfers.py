@@ -185,21 +185,13 @@ def bench_raw(accounts: list[str], clients: int, seconds: float) -> float:
 # --- (b) service layer -----------------------------------------------------------------
 
 
-def _service_worker(
-    rows: list[tuple[str, str, str]],
-    users: dict,
-    seconds: float,
-    ready: Any,
-    out: Any,
-    forked: bool,
-) -> None:
+def _service_client(rows: list[tuple[str, str, str]], users: dict, seconds: float, ready: Any, out: Any) -> None:
+    """One client (a thread): transfer_create in a loop for `seconds`, after one warm-up call."""
     from django.db import connections
 
     from bankcore.api.exceptions import BankError
     from transactions.services.transfers import transfer_create
 
-    if forked:
-        connections.close_all()  # never share the parent's socket
     rng = random.Random()
     done = refused = 0
     # Warm up before the clock starts, as the raw SQL clients connect before theirs: the first
@@ -231,38 +223,44 @@ def _service_worker(
     out.put((done, refused))
 
 
-def bench_service(rows: list[tuple[str, str, str]], clients: int, seconds: float, *, processes: bool) -> float:
-    """`clients` concurrent callers of transfer_create: threads of this process (as the raw SQL
-    clients are) or, with `processes`, forked worker processes."""
+def _service_process(rows: list[tuple[str, str, str]], users: dict, seconds: float, ready: Any, out: Any, n: int):
+    threads = [threading.Thread(target=_service_client, args=(rows, users, seconds, ready, out)) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def bench_service(rows: list[tuple[str, str, str]], clients: int, seconds: float, *, processes: int) -> float:
+    """`clients` concurrent callers of transfer_create, as threads spread over `processes`
+    processes (at most one per client) - the way a threaded app server runs them. With one
+    process they are threads of this process, as the raw SQL clients are."""
     import queue
 
     from django.contrib.auth import get_user_model
     from django.db import connections
 
-    # Loaded once, before the clients start: 16 clients each loading 10,000 users would still
-    # be busy (and stealing CPU) when the others start their clocks.
+    # Loaded once, before the clients start (and inherited by forked processes): 16 clients
+    # each loading 10,000 users would still be busy when the others start their clocks.
     users = {str(u.pk): u for u in get_user_model().objects.filter(pk__in={row[0] for row in rows})}
-    connections.close_all()
-    workers: list[Any]
-    if processes:
-        context = multiprocessing.get_context("fork")
-        out: Any = context.Queue()
-        ready: Any = context.Barrier(clients)
-        workers = [
-            context.Process(target=_service_worker, args=(rows, users, seconds, ready, out, True))
-            for _ in range(clients)
-        ]
+    connections.close_all()  # a forked child must not inherit (and later close) our socket
+    processes = max(1, min(processes, clients))
+    if processes == 1:
+        out: Any = queue.Queue()
+        _service_process(rows, users, seconds, threading.Barrier(clients), out, clients)
     else:
-        out, ready = queue.Queue(), threading.Barrier(clients)
+        context = multiprocessing.get_context("fork")
+        out, ready = context.Queue(), context.Barrier(clients)
+        shares = [clients // processes + (i < clients % processes) for i in range(processes)]
         workers = [
-            threading.Thread(target=_service_worker, args=(rows, users, seconds, ready, out, False))
-            for _ in range(clients)
+            context.Process(target=_service_process, args=(rows, users, seconds, ready, out, share)) for share in shares
         ]
-    for worker in workers:
-        worker.start()
-    results = [out.get() for _ in workers]
-    for worker in workers:
-        worker.join()
+        for worker in workers:
+            worker.start()
+    results = [out.get() for _ in range(clients)]
+    if processes > 1:
+        for worker in workers:
+            worker.join()
     return sum(done for done, _ in results) / seconds
 
 
@@ -472,8 +470,10 @@ def main() -> None:
     parser.add_argument("--history-entries", type=int, default=1_000_000)
     parser.add_argument(
         "--service-processes",
-        action="store_true",
-        help="(b) from forked processes instead of threads of one process (the raw SQL clients are threads)",
+        type=int,
+        default=1,
+        help="(b): spread the client threads over this many processes (default 1: all in this process,"
+        " as the raw SQL clients are)",
     )
     parser.add_argument(
         "--parts", default="raw,service,http,history", help="comma-separated subset to run (quick iterations)"
@@ -497,8 +497,8 @@ def main() -> None:
         for clients in CONCURRENCY:
             rate = bench_service(rows, clients, args.seconds, processes=args.service_processes)
             results[("service", set_name, clients)] = rate
-            mode = "processes" if args.service_processes else "threads"
-            print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  ({mode})", flush=True)
+            layout = f"threads in {min(args.service_processes, clients)} process(es)"
+            print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  ({layout})", flush=True)
 
     if "http" in parts:
         results.update(run_http(sets, args.workers, args.seconds))
