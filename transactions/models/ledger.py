@@ -84,12 +84,17 @@ class Transaction(models.Model):
     source_account = models.ForeignKey(
         "accounts.BankAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
+    # No query looks transfers up by destination (history reads entries).
     destination_account = models.ForeignKey(
-        "accounts.BankAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "accounts.BankAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     amount = models.BigIntegerField(null=True, blank=True, help_text="Minor units, for transfers.")
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, blank=True)
-    reverses = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by")
+    # Reversed at most once: a partial unique index (txn_reversed_at_most_once), which - unlike
+    # a one-to-one field's - holds no entry for the many transactions that reverse nothing.
+    reverses = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by", db_index=False
+    )
     created_at = models.DateTimeField()
     posted_at = models.DateTimeField()
 
@@ -102,6 +107,9 @@ class Transaction(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(amount__isnull=True) | models.Q(amount__gt=0), name="txn_amount_positive"
+            ),
+            models.UniqueConstraint(
+                fields=["reverses"], condition=models.Q(reverses__isnull=False), name="txn_reversed_at_most_once"
             ),
         ]
         triggers = [

@@ -118,3 +118,15 @@ def test_verify_ledger_names_an_unbalanced_transaction_that_bypassed_the_trigger
     report = ledger_verify()
     assert not report.ok
     assert any(f"transaction {txn}: 2 EUR entries sum to -100" in violation for violation in report.violations)
+
+
+def test_a_transaction_can_be_reversed_only_once_even_with_raw_sql(funded_pair):
+    now = timezone.now()
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cur:
+        original = _insert_transaction(cur)
+        for _ in range(2):
+            cur.execute(
+                "INSERT INTO transactions_transaction (id, kind, status, reference, description, currency,"
+                " reverses_id, created_at, posted_at) VALUES (%s, 'reversal', 'posted', '', '', 'EUR', %s, %s, %s)",
+                [uuid.uuid4(), original, now, now],
+            )
