@@ -22,8 +22,4 @@ class Migration(migrations.Migration):
             name='hash',
             field=models.CharField(max_length=64),
         ),
-        migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['action'], name='audit_event_action'),
-        ),
     ]
