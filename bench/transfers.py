@@ -342,6 +342,16 @@ def bench_http(port: int, rows, sources, tokens, clients: int, seconds: float) -
     return sum(c[0] for c in counter) / seconds, sum(c[1] for c in counter), sum(c[2] for c in counter)
 
 
+def settle() -> None:
+    """Start a measurement from the same state: statistics fresh, dirty pages written out."""
+    conn = psycopg2.connect(BENCH_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE")
+        cur.execute("CHECKPOINT")
+    conn.close()
+
+
 def run_http(sets: dict[str, list[tuple[str, str, str]]], workers: int, seconds: float) -> dict:
     from bankcore.testing import GunicornServer, process_env
 
@@ -355,6 +365,7 @@ def run_http(sets: dict[str, list[tuple[str, str, str]]], workers: int, seconds:
             # database and broker connections and lazy imports.
             bench_http(server.port, rows, sources, tokens, workers * 2, 1.0)
             for clients in CONCURRENCY:
+                settle()
                 rate, refused, errors = bench_http(server.port, rows, sources, tokens, clients, seconds)
                 results[("http", set_name, clients)] = rate
                 print(
@@ -488,17 +499,24 @@ def main() -> None:
     hot = create_accounts(HOT_ACCOUNTS, "hot")
     sets = {"10,000 accounts": wide, "10 hot accounts": hot}
 
+    settle()
     results: dict[tuple[str, str, int], float] = {}
-    for set_name, rows in sets.items() if "raw" in parts else ():
+    # (a) and (b) back to back for each point, each after a CHECKPOINT: background work
+    # (checkpoints, autovacuum) lands on both alike instead of on whichever runs later.
+    for set_name, rows in sets.items():
         for clients in CONCURRENCY:
-            rate = results[("raw", set_name, clients)] = bench_raw([row[1] for row in rows], clients, args.seconds)
-            print(f"(a) raw SQL   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s", flush=True)
-    for set_name, rows in sets.items() if "service" in parts else ():
-        for clients in CONCURRENCY:
-            rate = bench_service(rows, clients, args.seconds, processes=args.service_processes)
-            results[("service", set_name, clients)] = rate
-            layout = f"threads in {min(args.service_processes, clients)} process(es)"
-            print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  ({layout})", flush=True)
+            if "raw" in parts:
+                settle()
+                rate = results[("raw", set_name, clients)] = bench_raw([row[1] for row in rows], clients, args.seconds)
+                print(f"(a) raw SQL   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s", flush=True)
+            if "service" in parts:
+                settle()
+                rate = bench_service(rows, clients, args.seconds, processes=args.service_processes)
+                results[("service", set_name, clients)] = rate
+                layout = f"threads in {min(args.service_processes, clients)} process(es)"
+                print(
+                    f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  ({layout})", flush=True
+                )
 
     if "http" in parts:
         results.update(run_http(sets, args.workers, args.seconds))
