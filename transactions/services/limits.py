@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -38,7 +39,13 @@ class Limits:
 
 
 def _default_minor(setting: str, currency: str) -> int:
-    return int(Decimal(getattr(settings, setting)).scaleb(exponent(currency)))
+    return _to_minor(str(getattr(settings, setting)), currency)
+
+
+@lru_cache(maxsize=64)
+def _to_minor(amount: str, currency: str) -> int:
+    # Keyed by the setting's value, so a changed setting is never served stale.
+    return int(Decimal(amount).scaleb(exponent(currency)))
 
 
 # Usage counts whole minutes (LimitUsage), the one the window starts in included.
@@ -121,13 +128,12 @@ def limits_and_accounts_lock(
     if not rows:  # neither account exists: the caller refuses the transfer; the limits still hold
         return limits_for(user=user, currency=currency), {}
     # Plain positional model construction: the ORM's raw() machinery cost more than the query.
-    fields = BankAccount._meta.concrete_fields
-    take = [columns.index(field.column) for field in fields]
-    names = [field.attname for field in fields]
+    take, names = _account_columns(tuple(columns))
+    held = columns.index("held")
     accounts = {}
     for row in rows:
         account = BankAccount.from_db(connection.alias, names, [row[i] for i in take])
-        account.held = row[columns.index("held")]  # type: ignore[attr-defined]
+        account.held = row[held]  # type: ignore[attr-defined]
         accounts[account.pk] = account
     extra = dict(zip(columns, rows[0], strict=True))
     limits = _limits(
@@ -138,6 +144,13 @@ def limits_and_accounts_lock(
         extra["used_today"],
     )
     return limits, accounts
+
+
+@lru_cache(maxsize=4)
+def _account_columns(columns: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """Where each BankAccount field is in ledger_lock_transfer()'s row, and the field names."""
+    fields = BankAccount._meta.concrete_fields
+    return [columns.index(field.column) for field in fields], [field.attname for field in fields]
 
 
 def limits_for(*, user: Any, currency: str) -> Limits:
