@@ -14,12 +14,13 @@ posting cost more than the posting's own SQL:
   queued and has not started"; only the wake that raises it publishes the drain task.
   The drain lowers the flag *before* it reads the outbox, so a row committed before a
   failed SET NX is read by the drain that flag belongs to, and a later one raises it again.
-A wake lost with its process, or a lost drain message (the flag expires), leaves rows
-for the beat sweep.
+A process that exits wakes at exit what it still owes; a wake lost with a killed process,
+or a lost drain message (the flag expires), leaves rows for the beat sweep.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -68,6 +69,8 @@ class _Waker:
         self._lock = threading.Lock()
         self._pending = False
         os.register_at_fork(after_in_child=self._forget)  # a forked child has no timer thread
+        # A short-lived process (a teller command) exits before its timer fires: wake now.
+        atexit.register(self._flush)
 
     def request(self) -> None:
         with self._lock:
@@ -82,6 +85,12 @@ class _Waker:
         with self._lock:
             self._pending = False
         _wake()
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, False
+        if pending:
+            _wake()
 
     def _forget(self) -> None:
         self._lock = threading.Lock()

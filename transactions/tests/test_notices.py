@@ -106,3 +106,44 @@ def test_drain_wake_ups_are_coalesced_and_never_miss_a_row():
     assert settled_drains() == 2
     assert notices_drain() == 1
     app.control.purge()
+
+
+_POST_AND_EXIT = """
+import sys, uuid
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from transactions.services.transfers import transfer_create
+user = get_user_model().objects.get(pk=sys.argv[1])
+transfer_create(user=user, source_account_id=uuid.UUID(sys.argv[2]), destination_iban=sys.argv[3],
+                amount=100, currency="EUR")
+"""  # and exit at once, well before the 50 ms wake timer would fire
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_process_that_exits_right_after_posting_still_wakes_the_drain():
+    import subprocess
+    import sys
+
+    from bankcore.celery import app
+    from bankcore.flags import flag_lower
+    from bankcore.testing import BASE_DIR, process_env
+    from transactions.services.notices import WAKE_FLAG
+
+    app.control.purge()
+    flag_lower(WAKE_FLAG)
+    sender = CustomerFactory()
+    source, destination = open_account(sender, balance=10_000), open_account(CustomerFactory())
+    result = subprocess.run(
+        [sys.executable, "-c", _POST_AND_EXIT, str(sender.pk), str(source.pk), destination.iban],
+        cwd=BASE_DIR,
+        env=process_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert LedgerNotice.objects.filter(sent_at=None).count() == 1
+    assert _queued_drains() == 1  # woken at exit, not left for the one-minute sweep
+    app.control.purge()
