@@ -71,7 +71,8 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            models.Index(fields=["target_type", "target_id"]),
+            # "Everything that happened to X": ids are unique across types (UUIDs), so the id alone.
+            models.Index(fields=["target_id"], name="audit_event_target"),
             models.Index(fields=["chain", "id"], name="audit_event_chain_id"),
             # No index on the action: every money movement appends here, and questions about
             # an action are asked over a time range (the BRIN index), a target or an actor.

@@ -128,3 +128,41 @@ def test_moving_a_row_to_another_chain_is_detected(staff_user):
         cursor.execute("SET session_replication_role = DEFAULT")
     with pytest.raises(CommandError):
         call_command("verify_audit_log")
+
+
+@pytest.mark.django_db
+def test_staff_read_the_audit_log_in_the_admin_and_can_change_nothing(staff_user, django_user_model):
+    from django.contrib.admin import site
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.test import RequestFactory
+
+    staff_user.is_staff = staff_user.is_superuser = True
+    staff_user.save()
+    customer = django_user_model.objects.create_user(email="c@example.com", password="x" * 12, full_name="C Ustomer")
+    event = audit_record(action="account.frozen", actor=staff_user, target=customer)
+    login = audit_record(action="login.succeeded", actor=customer)
+    audit_record(action="login.succeeded", actor=staff_user)
+    model_admin = site._registry[AuditEvent]
+    staff_user.is_verified = lambda: True  # what django_otp's middleware sets after the staff TOTP login
+
+    def changelist(search: str) -> list[AuditEvent]:
+        request = RequestFactory().get("/admin/", {"q": search})
+        request.user = staff_user
+        request.session = {}
+        request._messages = FallbackStorage(request)
+        response = model_admin.changelist_view(request)
+        response.render()
+        assert response.status_code == 200
+        return list(response.context_data["cl"].result_list)
+
+    # Exact search: everything done to the customer or by them, newest first.
+    assert changelist(str(customer.pk)) == [login, event]
+    assert changelist("not-an-id") == []
+    request = RequestFactory().get("/admin/")
+    request.user = staff_user
+    response = model_admin.change_view(request, str(event.pk))
+    response.render()
+    assert response.status_code == 200 and b"account.frozen" in response.content
+    assert not model_admin.has_add_permission(request)
+    assert not model_admin.has_change_permission(request, event)
+    assert not model_admin.has_delete_permission(request, event)
