@@ -71,7 +71,8 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            # "Everything that happened to X": ids are unique across types (UUIDs), so the id alone.
+            # "Everything that happened to X", looked up by the id alone: most ids are UUIDs, and where
+            # two types share a number the list shows each row's type.
             models.Index(fields=["target_id"], name="audit_event_target"),
             models.Index(fields=["chain", "id"], name="audit_event_chain_id"),
             # No index on the action: every money movement appends here, and questions about
