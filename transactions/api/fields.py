@@ -8,7 +8,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.services.bank_accounts import InvalidIBAN, iban_normalize
-from bankcore.api.serializers import ReusableSerializer
 from bankcore.money import SUPPORTED_CURRENCIES, InvalidAmount, parse_amount
 
 
@@ -43,7 +42,7 @@ class AmountField(serializers.Field):
         return str(value)
 
 
-class MoneyInputSerializer(ReusableSerializer):
+class MoneyInputSerializer(serializers.Serializer):
     """amount + currency; validate() turns amount into `amount_minor` or names the field's error."""
 
     amount = AmountField()

@@ -6,7 +6,6 @@ from typing import Any
 
 from rest_framework import serializers
 
-from bankcore.api.serializers import ReusableSerializer
 from bankcore.money import format_amount
 from transactions.api.fields import IBANField, MoneyInputSerializer
 from transactions.models import Entry, Transaction
@@ -20,7 +19,7 @@ class TransferInput(MoneyInputSerializer):
     step_up_token = serializers.CharField(max_length=512, required=False, allow_blank=True, default="")
 
 
-class TransferOutput(ReusableSerializer):
+class TransferOutput(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.CharField()
     source_account = serializers.UUIDField(source="source_account_id")

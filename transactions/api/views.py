@@ -194,7 +194,9 @@ class TransferListCreate(APIView):
     )
     @idempotent
     def post(self, request: Request) -> Response:
-        values = TransferInput.validated(request.data)
+        data = TransferInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
         transfer = transfer_create(
             user=request.user,
             source_account_id=values["source_account"],
@@ -204,7 +206,7 @@ class TransferListCreate(APIView):
             description=values["description"],
             step_up_token=values["step_up_token"] or None,
         )
-        return Response(TransferOutput.represent(transfer), status=status.HTTP_201_CREATED)
+        return Response(TransferOutput(transfer).data, status=status.HTTP_201_CREATED)
 
 
 class TransferDetail(APIView):
