@@ -1,4 +1,4 @@
-"""Staff screen for the audit log: read-only, like the log itself."""
+"""Staff admin pieces shared by every app, and the audit log's screen."""
 
 from __future__ import annotations
 
@@ -13,8 +13,21 @@ from django.http import HttpRequest
 from bankcore.models import AuditEvent
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows only the services write: staff see them, never add, edit or delete them here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Who did what to which object, when and from where; hash-chained (manage.py verify_audit_log).
 
     The search is exact on indexed columns (target id, actor id): the log grows with every
@@ -38,12 +51,3 @@ class AuditEventAdmin(admin.ModelAdmin):
         with contextlib.suppress(ValueError):  # else it is not a user id
             matches |= Q(actor_id=uuid.UUID(term))
         return queryset.filter(matches), False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

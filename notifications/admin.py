@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from bankcore.admin import ReadOnlyAdmin
 from bankcore.api.exceptions import BankError
 from notifications import services
 from notifications.models import (
@@ -20,17 +21,6 @@ from notifications.models import (
     Notification,
     Service,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.action(description="Resend the selected deliveries")

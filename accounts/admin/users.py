@@ -12,6 +12,7 @@ from accounts.models import Device, LoginSession, User
 from accounts.services.devices import device_revoke
 from accounts.services.lockout import lock_account, unlock_account
 from accounts.services.staff import staff_reset_two_factor, staff_revoke_devices
+from bankcore.admin import ReadOnlyAdmin
 from bankcore.audit import audit_record
 
 
@@ -130,17 +131,8 @@ class DeviceAdmin(admin.ModelAdmin):
 
 
 @admin.register(LoginSession)
-class LoginSessionAdmin(admin.ModelAdmin):
+class LoginSessionAdmin(ReadOnlyAdmin):
     list_display = ["user", "method", "device", "ip", "created_at", "last_refreshed_at", "revoked_at", "revoked_reason"]
     list_filter = ["method", "revoked_reason"]
     search_fields = ["user__email", "ip"]
     readonly_fields = [f.name for f in LoginSession._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
