@@ -9,6 +9,8 @@ Adding a column to AuditEvent means replacing this function in that migration.
 
 from django.db import migrations
 
+from bankcore.db.migrations import postgresql_only
+
 CREATE = """
 CREATE OR REPLACE FUNCTION audit_append(
     p_chain integer, p_content bytea, p_created_at timestamptz, p_actor_id uuid, p_actor_label text,
@@ -41,17 +43,7 @@ DROP = (
 )
 
 
-def create(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
-
-
-def drop(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
-
-
 class Migration(migrations.Migration):
     dependencies = [("bankcore", "0002_audit_chains")]
 
-    operations = [migrations.RunPython(create, drop)]
+    operations = [postgresql_only(CREATE, DROP)]

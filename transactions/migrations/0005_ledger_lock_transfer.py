@@ -16,6 +16,8 @@ BankAccount columns) with `held` and the customer's limit figures on every row.
 
 from django.db import migrations
 
+from bankcore.db.migrations import postgresql_only
+
 CREATE = """
 CREATE OR REPLACE FUNCTION ledger_lock_transfer(
     p_user uuid, p_source uuid, p_destination_iban text,
@@ -61,17 +63,7 @@ $$;
 DROP = "DROP FUNCTION IF EXISTS ledger_lock_transfer(uuid, uuid, text, text, timestamptz, text, timestamptz);"
 
 
-def create(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
-
-
-def drop(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
-
-
 class Migration(migrations.Migration):
     dependencies = [("transactions", "0004_limit_usage")]
 
-    operations = [migrations.RunPython(create, drop)]
+    operations = [postgresql_only(CREATE, DROP)]

@@ -11,6 +11,8 @@ Adding a column to Transaction or Entry means replacing this function in that mi
 
 from django.db import migrations
 
+from bankcore.db.migrations import postgresql_only
+
 CREATE = """
 CREATE OR REPLACE FUNCTION ledger_post(
     p_id uuid, p_kind text, p_status text, p_reference text, p_description text, p_initiated_by uuid,
@@ -63,17 +65,7 @@ DROP = (
 )
 
 
-def create(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
-
-
-def drop(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
-
-
 class Migration(migrations.Migration):
     dependencies = [("transactions", "0005_ledger_lock_transfer")]
 
-    operations = [migrations.RunPython(create, drop)]
+    operations = [postgresql_only(CREATE, DROP)]
