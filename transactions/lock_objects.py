@@ -3,12 +3,15 @@
 Global lock order, so concurrent writers never deadlock:
   1. the initiating customer's user row (serialises that customer's rolling limits),
   2. bank accounts, in primary-key order,
-  3. the audit chain head (taken last by bankcore.audit.audit_record).
+  3. the audit chain head (taken last by bankcore.audit).
+A customer transfer takes 1 and 2 in one call: `transfer_rows_for_update`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -60,3 +63,50 @@ def bank_accounts_for_update(account_ids: Iterable[UUID], *, ibans: Iterable[str
     sql = _LOCK_SQL.replace("<condition>", " OR ".join(where)).replace("<lock>", lock)
     params = [Hold.Status.ACTIVE.value, timezone.now(), *ids, *ibans]
     return {row.pk: row for row in BankAccount.objects.raw(sql, params)}
+
+
+# The customer's limit overrides (None = bank default) and what the window used, in minor units.
+UsageRow = tuple[int | None, int | None, int | None, int]
+
+
+def transfer_rows_for_update(
+    *, user_id: Any, currency: str, source_account_id: UUID, destination_iban: str, since: datetime
+) -> tuple[dict[UUID, BankAccount], UsageRow | None]:
+    """Lock the customer's row, then the source account (by id) and the destination (by IBAN)
+    in pk order; return the accounts (each with `held`) and, read under those locks, the
+    customer's per-transfer, daily and step-up overrides and the usage since `since`.
+
+    One round trip on PostgreSQL: `ledger_lock_transfer()` (migration 0005), which reads
+    after locking, in new statements, so it sees everything committed by the locks' previous
+    holders. Elsewhere, or when neither account exists, the usage is None: read it separately.
+    """
+    if connection.vendor != "postgresql":
+        customer_lock(user_id)
+        return bank_accounts_for_update([source_account_id], ibans=[destination_iban]), None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s, %s, %s)",
+            [user_id, source_account_id, destination_iban, currency, since, Hold.Status.ACTIVE.value, timezone.now()],
+        )
+        rows = cursor.fetchall()
+        columns = [column.name for column in cursor.description]
+    if not rows:
+        return {}, None
+    # Plain positional model construction: the ORM's raw() machinery cost more than the query.
+    take, names = _account_columns(tuple(columns))
+    held = columns.index("held")
+    accounts = {}
+    for row in rows:
+        account = BankAccount.from_db(connection.alias, names, [row[i] for i in take])
+        account.held = row[held]  # type: ignore[attr-defined]
+        accounts[account.pk] = account
+    first = dict(zip(columns, rows[0], strict=True))
+    usage = (first["limit_per_transfer"], first["limit_daily"], first["limit_step_up_threshold"], first["used_today"])
+    return accounts, usage
+
+
+@lru_cache(maxsize=4)
+def _account_columns(columns: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """Where each BankAccount field is in ledger_lock_transfer()'s row, and the field names."""
+    fields = BankAccount._meta.concrete_fields
+    return [columns.index(field.column) for field in fields], [field.attname for field in fields]

@@ -17,8 +17,8 @@ from django.utils import timezone
 from accounts.models import BankAccount
 from bankcore.audit import audit_record
 from bankcore.money import exponent
-from transactions.lock_objects import bank_accounts_for_update, customer_lock
-from transactions.models import CustomerLimit, Hold, LimitUsage, Transaction
+from transactions.lock_objects import transfer_rows_for_update
+from transactions.models import CustomerLimit, LimitUsage, Transaction
 
 # Kinds that count against the rolling 24-hour outgoing limit.
 LIMITED_KINDS = (Transaction.Kind.TRANSFER, Transaction.Kind.PAYMENT)
@@ -97,60 +97,20 @@ def _limits(currency: str, per_transfer: int | None, daily: int | None, step_up:
 def limits_and_accounts_lock(
     *, user: Any, currency: str, source_account_id: UUID, destination_iban: str
 ) -> tuple[Limits, dict[UUID, BankAccount]]:
-    """Steps 1 and 2 of the global lock order for a customer's transfer: lock the customer's
-    row, then the source account (by id) and the destination (by IBAN) in pk order; return
-    the customer's limits and what the last 24 hours used, and the locked accounts (each
-    with `held`), all read under those locks. No concurrent transfer of this customer's can change `used_today`
-    until this transaction ends.
-
-    One round trip on PostgreSQL: the `ledger_lock_transfer()` function (migration 0005).
-    """
-    if connection.vendor != "postgresql":
-        customer_lock(user.pk)
-        accounts = bank_accounts_for_update([source_account_id], ibans=[destination_iban])
-        return limits_for(user=user, currency=currency), accounts
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s, %s, %s)",
-            [
-                user.pk,
-                source_account_id,
-                destination_iban,
-                currency,
-                now - WINDOW,
-                Hold.Status.ACTIVE.value,
-                now,
-            ],
-        )
-        rows = cursor.fetchall()
-        columns = [column.name for column in cursor.description]
-    if not rows:  # neither account exists: the caller refuses the transfer; the limits still hold
-        return limits_for(user=user, currency=currency), {}
-    # Plain positional model construction: the ORM's raw() machinery cost more than the query.
-    take, names = _account_columns(tuple(columns))
-    held = columns.index("held")
-    accounts = {}
-    for row in rows:
-        account = BankAccount.from_db(connection.alias, names, [row[i] for i in take])
-        account.held = row[held]  # type: ignore[attr-defined]
-        accounts[account.pk] = account
-    extra = dict(zip(columns, rows[0], strict=True))
-    limits = _limits(
-        currency,
-        extra["limit_per_transfer"],
-        extra["limit_daily"],
-        extra["limit_step_up_threshold"],
-        extra["used_today"],
+    """Steps 1 and 2 of the global lock order for a customer's transfer (the customer, then
+    both accounts; lock_objects.transfer_rows_for_update) and the customer's limits with
+    what the last 24 hours used, read under those locks: no concurrent transfer of this
+    customer's can change `used_today` until this transaction ends."""
+    accounts, usage = transfer_rows_for_update(
+        user_id=user.pk,
+        currency=currency,
+        source_account_id=source_account_id,
+        destination_iban=destination_iban,
+        since=timezone.now() - WINDOW,
     )
-    return limits, accounts
-
-
-@lru_cache(maxsize=4)
-def _account_columns(columns: tuple[str, ...]) -> tuple[list[int], list[str]]:
-    """Where each BankAccount field is in ledger_lock_transfer()'s row, and the field names."""
-    fields = BankAccount._meta.concrete_fields
-    return [columns.index(field.column) for field in fields], [field.attname for field in fields]
+    if usage is None:  # read separately (portable path, or neither account exists)
+        return limits_for(user=user, currency=currency), accounts
+    return _limits(currency, *usage), accounts
 
 
 def limits_for(*, user: Any, currency: str) -> Limits:
