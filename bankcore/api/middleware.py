@@ -87,19 +87,19 @@ class _BrowserOnly:
 
 
 class BrowserSessionMiddleware(_BrowserOnly, SessionMiddleware):
-    pass
+    """Django's sessions, for the admin's pages only."""
 
 
 class BrowserAuthenticationMiddleware(_BrowserOnly, AuthenticationMiddleware):
-    pass
+    """The session user, for the admin's pages only (DRF authenticates API requests)."""
 
 
 class BrowserOTPMiddleware(_BrowserOnly, OTPMiddleware):
-    pass
+    """django-otp's verified user, for the admin's pages only."""
 
 
 class BrowserMessageMiddleware(_BrowserOnly, MessageMiddleware):
-    pass
+    """Flash messages, for the admin's pages only."""
 
 
 class PrometheusAfterMiddleware(django_prometheus.middleware.PrometheusAfterMiddleware):
