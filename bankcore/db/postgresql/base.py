@@ -1,20 +1,124 @@
-"""PostgreSQL backend: django_prometheus's (query metrics) with a health check that costs no round trip.
+"""PostgreSQL backend: django_prometheus's (query metrics) with fewer round trips.
 
-With CONN_HEALTH_CHECKS Django sends `SELECT 1` before the first query of every request
-on a reused connection: a round trip per request, ~0.1 ms of CPU on each side. An idle
-connection that the server has closed (restart, failover, idle timeout, terminated
-backend) has something to read on its socket: the server's goodbye or the EOF. So the
-check polls the socket first, and only when it is readable (or the connection is not
-idle, or the poll fails) does it run Django's `SELECT 1`, closing the connection if that
-fails, as before.
+Two round trips Django's backend spends per request or transaction are folded into
+statements that are sent anyway:
+
+- **Health check.** With CONN_HEALTH_CHECKS Django sends `SELECT 1` before the first
+  query of every request on a reused connection. An idle connection that the server has
+  closed (restart, failover, idle timeout, terminated backend) has something to read on
+  its socket: the server's goodbye or the EOF. So the check polls the socket first, and
+  only when it is readable (or the connection is not idle, or the poll fails) does it run
+  Django's `SELECT 1`, closing the connection if that fails, as before.
+- **BEGIN.** psycopg2 outside autocommit sends `BEGIN` on its own before a transaction's
+  first statement and waits for the answer: a round trip per transaction, about 0.1 ms of
+  CPU on each side. Here the driver connection stays in autocommit and Django's
+  transaction state is kept in `TransactionConnection`; the cursor sends `BEGIN; ` in
+  front of the transaction's first statement (simple query protocol: one message, one
+  answer, the answer of the last statement). COMMIT and ROLLBACK are sent as statements
+  when the server has a transaction open, and not at all when it has none (a block that
+  never touched the database costs nothing).
+- **COMMIT**, on request: `connection.commit_with_next_statement()` makes the next
+  statement carry `; COMMIT`, for a transaction's owner that knows that statement is its
+  last (the ledger posting of a transfer). Any statement after it, inside the same block,
+  raises instead of running outside the transaction.
+
+The transaction semantics Django's atomic blocks promise are unchanged; only the
+messages that carry them are fewer.
 """
 
 from __future__ import annotations
 
 import select
+from typing import Any
 
+from django.db.backends.utils import debug_transaction
+from django.db.transaction import TransactionManagementError
 from django_prometheus.db.backends.postgresql import base
+from psycopg2 import extensions
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
+
+class TransactionConnection(extensions.connection):
+    """psycopg2 connection, always in driver autocommit, that knows Django's transaction state."""
+
+    # Django is inside a transaction (autocommit off): the next statement must open one on
+    # the server if none is open there.
+    transaction_wanted = False
+    # The statement that carries the COMMIT is armed, or has been sent.
+    commit_armed = False
+    committed_by_statement = False
+    begin_sql = "BEGIN; "
+
+    def in_server_transaction(self) -> bool:
+        return self.get_transaction_status() != TRANSACTION_STATUS_IDLE
+
+
+class TransactionCursorMixin:
+    """Puts the transaction's BEGIN in front of its first statement (and, when armed, its
+    COMMIT after the last). Mixed into the cursor class of every TransactionConnection."""
+
+    connection: TransactionConnection
+    name: str | None
+
+    def _before_statement(self) -> bool:
+        """True if this statement must open the server's transaction."""
+        conn = self.connection
+        if conn.committed_by_statement:
+            raise TransactionManagementError(
+                "This transaction was committed with its last statement; no statement may follow in its block."
+            )
+        return conn.transaction_wanted and not conn.in_server_transaction()
+
+    def _begin_alone(self) -> None:
+        extensions.cursor(self.connection).execute("BEGIN")
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        begin = self._before_statement()
+        conn = self.connection
+        commit = conn.commit_armed
+        if (begin or commit) and self.name is not None:
+            # A named cursor's statement is wrapped in DECLARE: nothing can ride on it.
+            if begin:
+                self._begin_alone()
+            begin = False
+            if commit:
+                raise TransactionManagementError("A named cursor's statement cannot carry the COMMIT.")
+        if begin or commit:
+            if not isinstance(query, (str, bytes)):
+                query = query.as_string(self)  # a psycopg2.sql composition
+            text = isinstance(query, str)
+            if begin:
+                query = (conn.begin_sql if text else conn.begin_sql.encode()) + query
+            if commit:
+                query = query + ("; COMMIT" if text else b"; COMMIT")
+        if not commit:
+            return super().execute(query, vars)  # type: ignore[misc]
+        conn.commit_armed = False
+        result = super().execute(query, vars)  # type: ignore[misc]
+        conn.committed_by_statement = True
+        return result
+
+    def executemany(self, query: Any, vars_list: Any) -> Any:
+        self._refuse_armed_commit()
+        if self._before_statement():
+            self._begin_alone()
+        return super().executemany(query, vars_list)  # type: ignore[misc]
+
+    def callproc(self, procname: str, parameters: Any = None) -> Any:
+        self._refuse_armed_commit()
+        if self._before_statement():
+            self._begin_alone()
+        return super().callproc(procname, parameters)  # type: ignore[misc]
+
+    def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> Any:
+        self._refuse_armed_commit()
+        if self._before_statement():
+            self._begin_alone()
+        return super().copy_expert(sql, file, size)  # type: ignore[misc]
+
+    def _refuse_armed_commit(self) -> None:
+        if self.connection.commit_armed:
+            raise TransactionManagementError("Only execute() can carry the COMMIT.")
 
 
 def _socket_quiet(connection: object) -> bool:
@@ -31,6 +135,62 @@ def _socket_quiet(connection: object) -> bool:
 
 class DatabaseWrapper(base.DatabaseWrapper):
     health_check_done: bool
+    connection: TransactionConnection | None
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        params["connection_factory"] = TransactionConnection
+        params["cursor_factory"] = type("TransactionCursor", (TransactionCursorMixin, params["cursor_factory"]), {})
+        return params
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> TransactionConnection:
+        connection = super().get_new_connection(conn_params)
+        # Transactions are begun by the cursor, so the isolation level goes with that BEGIN.
+        level = self.settings_dict["OPTIONS"].get("isolation_level")
+        if level is not None:
+            name = {1: "READ COMMITTED", 2: "REPEATABLE READ", 3: "SERIALIZABLE", 4: "READ UNCOMMITTED"}[int(level)]
+            connection.begin_sql = f"BEGIN ISOLATION LEVEL {name}; "
+        return connection
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        connection = self.driver_connection()
+        with self.wrap_database_errors:
+            if not connection.autocommit:
+                connection.autocommit = True  # once, when connected; Django's state lives below
+            connection.transaction_wanted = not autocommit
+            connection.commit_armed = connection.committed_by_statement = False
+
+    def driver_connection(self) -> TransactionConnection:
+        assert self.connection is not None, "not connected"
+        return self.connection
+
+    def _end_transaction(self, statement: str) -> None:
+        connection = self.connection
+        if connection is None:
+            return
+        connection.commit_armed = connection.committed_by_statement = False
+        if connection.in_server_transaction():  # nothing to end if no statement ran (or one committed)
+            with debug_transaction(self, statement), self.wrap_database_errors:
+                extensions.cursor(connection).execute(statement)
+
+    def _commit(self) -> None:
+        self._end_transaction("COMMIT")
+
+    def _rollback(self) -> None:
+        self._end_transaction("ROLLBACK")
+
+    def commit_with_next_statement(self) -> None:
+        """The next statement on this connection ends the transaction: it is sent with `; COMMIT`.
+
+        Only for the owner of the outermost atomic block, as its last statement: the COMMIT
+        then happens in that statement's round trip, the block's exit sends nothing, and any
+        statement after it in the block raises TransactionManagementError. If the statement
+        fails, nothing is committed (the block's exit rolls back as usual).
+        """
+        if not self.in_atomic_block or len(self.atomic_blocks) != 1 or self.savepoint_ids or self.needs_rollback:
+            raise TransactionManagementError("Only the outermost atomic block's last statement can carry its COMMIT.")
+        self.ensure_connection()
+        self.driver_connection().commit_armed = True
 
     def close_if_health_check_failed(self) -> None:
         if (
