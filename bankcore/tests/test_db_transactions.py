@@ -154,3 +154,29 @@ def test_only_the_outermost_block_can_commit_with_a_statement(scratch_table):
         with transaction.atomic(), pytest.raises(TransactionManagementError):
             connection.commit_with_next_statement()  # inside a savepoint
     assert committed_rows(scratch_table) == [1]
+
+
+def test_statements_are_counted_and_timed_for_metrics(scratch_table):
+    from prometheus_client import REGISTRY
+
+    labels = {"alias": "default", "vendor": "postgresql"}
+
+    def sample(name: str, **extra: str) -> float:
+        return REGISTRY.get_sample_value(name, {**labels, **extra}) or 0.0
+
+    before = (
+        sample("django_db_execute_total"),
+        sample("django_db_query_duration_seconds_count"),
+        sample("django_db_errors_total", type="UniqueViolation"),
+        sample("django_db_execute_many_total"),
+    )
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor:  # the driver's cursor: no health check in between
+        cursor.execute("INSERT INTO scratch_rows (n) VALUES (1)")
+        with pytest.raises(psycopg2.IntegrityError):
+            cursor.execute("INSERT INTO scratch_rows (n) VALUES (1)")
+        cursor.executemany("INSERT INTO scratch_rows (n) VALUES (%s)", [[2], [3]])
+    assert sample("django_db_execute_total") - before[0] == 4  # two statements, then two in bulk
+    assert sample("django_db_query_duration_seconds_count") - before[1] == 3
+    assert sample("django_db_errors_total", type="UniqueViolation") - before[2] == 1
+    assert sample("django_db_execute_many_total") - before[3] == 2
