@@ -7,7 +7,9 @@ Measures, each at 1, 4 and 16 concurrent clients, on 10,000 accounts and on 10 h
   (a) raw SQL: the same transfer (lock two accounts in id order, update both balances,
       insert the journal row and two entries) through psycopg2, no Python framework;
   (b) the service layer: transactions.services.transfers.transfer_create (customer and
-      account locks, limits, notifications, audit chain) in worker processes;
+      account locks, limits, notifications, audit chain);
+  both with their clients as threads spread over one forked process per CPU (--processes),
+  the layout an app server gives a Python service: one worker process per core;
   (c) HTTP: POST /api/v1/transfers through gunicorn with real JWT auth and an
       Idempotency-Key per request, from concurrent client threads;
 and the history page time (first page and a deep cursor page) at 1,000 vs 1,000,000
@@ -127,11 +129,12 @@ def create_accounts(count: int, label: str) -> list[tuple[str, str, str]]:
 # --- (a) raw SQL ------------------------------------------------------------------------
 
 
-def _raw_worker(accounts: list[str], seconds: float, counter: list[int], barrier: threading.Barrier) -> None:
+def _raw_client(accounts: list[str], seconds: float, ready: Any, out: Any) -> None:
+    """One raw SQL client (a thread): the plain transfer in a loop for `seconds`."""
     conn = psycopg2.connect(BENCH_URL)
     rng = random.Random()
     done = 0
-    barrier.wait()
+    ready.wait()
     deadline = time.perf_counter() + seconds
     with conn.cursor() as cur:
         while time.perf_counter() < deadline:
@@ -168,18 +171,43 @@ def _raw_worker(accounts: list[str], seconds: float, counter: list[int], barrier
             conn.commit()
             done += 1
     conn.close()
-    counter.append(done)
+    out.put((done, 0))
 
 
-def bench_raw(accounts: list[str], clients: int, seconds: float) -> float:
-    counter: list[int] = []
-    barrier = threading.Barrier(clients)
-    threads = [threading.Thread(target=_raw_worker, args=(accounts, seconds, counter, barrier)) for _ in range(clients)]
+def run_clients(client: Any, args: tuple, clients: int, processes: int) -> list[tuple[int, int]]:
+    """Run `client(*args, ready, out)` as `clients` threads spread over `processes` forked
+    processes (at most one per client); all start together at a barrier. Returns what each
+    client put in `out`. Raw SQL and service clients run in the same layout."""
+    import queue
+
+    processes = max(1, min(processes, clients))
+    if processes == 1:
+        out: Any = queue.Queue()
+        _client_threads(client, args, threading.Barrier(clients), out, clients)
+        return [out.get() for _ in range(clients)]
+    context = multiprocessing.get_context("fork")
+    out, ready = context.Queue(), context.Barrier(clients)
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    workers = [context.Process(target=_client_threads, args=(client, args, ready, out, share)) for share in shares]
+    for worker in workers:
+        worker.start()
+    results = [out.get() for _ in range(clients)]
+    for worker in workers:
+        worker.join()
+    return results
+
+
+def _client_threads(client: Any, args: tuple, ready: Any, out: Any, count: int) -> None:
+    threads = [threading.Thread(target=client, args=(*args, ready, out)) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(counter) / seconds
+
+
+def bench_raw(accounts: list[str], clients: int, seconds: float, *, processes: int) -> float:
+    results = run_clients(_raw_client, (accounts, seconds), clients, processes)
+    return sum(done for done, _ in results) / seconds
 
 
 # --- (b) service layer -----------------------------------------------------------------
@@ -223,20 +251,8 @@ def _service_client(rows: list[tuple[str, str, str]], users: dict, seconds: floa
     out.put((done, refused))
 
 
-def _service_process(rows: list[tuple[str, str, str]], users: dict, seconds: float, ready: Any, out: Any, n: int):
-    threads = [threading.Thread(target=_service_client, args=(rows, users, seconds, ready, out)) for _ in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 def bench_service(rows: list[tuple[str, str, str]], clients: int, seconds: float, *, processes: int) -> float:
-    """`clients` concurrent callers of transfer_create, as threads spread over `processes`
-    processes (at most one per client) - the way a threaded app server runs them. With one
-    process they are threads of this process, as the raw SQL clients are."""
-    import queue
-
+    """`clients` concurrent callers of transfer_create, in the same layout as the raw SQL clients."""
     from django.contrib.auth import get_user_model
     from django.db import connections
 
@@ -244,23 +260,7 @@ def bench_service(rows: list[tuple[str, str, str]], clients: int, seconds: float
     # each loading 10,000 users would still be busy when the others start their clocks.
     users = {str(u.pk): u for u in get_user_model().objects.filter(pk__in={row[0] for row in rows})}
     connections.close_all()  # a forked child must not inherit (and later close) our socket
-    processes = max(1, min(processes, clients))
-    if processes == 1:
-        out: Any = queue.Queue()
-        _service_process(rows, users, seconds, threading.Barrier(clients), out, clients)
-    else:
-        context = multiprocessing.get_context("fork")
-        out, ready = context.Queue(), context.Barrier(clients)
-        shares = [clients // processes + (i < clients % processes) for i in range(processes)]
-        workers = [
-            context.Process(target=_service_process, args=(rows, users, seconds, ready, out, share)) for share in shares
-        ]
-        for worker in workers:
-            worker.start()
-    results = [out.get() for _ in range(clients)]
-    if processes > 1:
-        for worker in workers:
-            worker.join()
+    results = run_clients(_service_client, (rows, users, seconds), clients, processes)
     return sum(done for done, _ in results) / seconds
 
 
@@ -480,11 +480,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--history-entries", type=int, default=1_000_000)
     parser.add_argument(
-        "--service-processes",
+        "--processes",
         type=int,
-        default=1,
-        help="(b): spread the client threads over this many processes (default 1: all in this process,"
-        " as the raw SQL clients are)",
+        default=os.cpu_count() or 1,
+        help="(a) and (b): spread each point's client threads over this many forked processes, at most"
+        " one per client (default: one per CPU, as an app server runs one worker process per core;"
+        " 1 runs every client as a thread of this process)",
     )
     parser.add_argument(
         "--parts", default="raw,service,http,history", help="comma-separated subset to run (quick iterations)"
@@ -505,18 +506,18 @@ def main() -> None:
     # (checkpoints, autovacuum) lands on both alike instead of on whichever runs later.
     for set_name, rows in sets.items():
         for clients in CONCURRENCY:
+            layout = f"({clients} threads in {min(args.processes, clients)} process(es))"
             if "raw" in parts:
                 settle()
-                rate = results[("raw", set_name, clients)] = bench_raw([row[1] for row in rows], clients, args.seconds)
-                print(f"(a) raw SQL   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s", flush=True)
+                accounts = [row[1] for row in rows]
+                rate = bench_raw(accounts, clients, args.seconds, processes=args.processes)
+                results[("raw", set_name, clients)] = rate
+                print(f"(a) raw SQL   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  {layout}", flush=True)
             if "service" in parts:
                 settle()
-                rate = bench_service(rows, clients, args.seconds, processes=args.service_processes)
+                rate = bench_service(rows, clients, args.seconds, processes=args.processes)
                 results[("service", set_name, clients)] = rate
-                layout = f"threads in {min(args.service_processes, clients)} process(es)"
-                print(
-                    f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  ({layout})", flush=True
-                )
+                print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  {layout}", flush=True)
 
     if "http" in parts:
         results.update(run_http(sets, args.workers, args.seconds))
