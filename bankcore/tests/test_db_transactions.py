@@ -180,3 +180,15 @@ def test_statements_are_counted_and_timed_for_metrics(scratch_table):
     assert sample("django_db_query_duration_seconds_count") - before[1] == 3
     assert sample("django_db_errors_total", type="UniqueViolation") - before[2] == 1
     assert sample("django_db_execute_many_total") - before[3] == 2
+
+
+def test_autocommit_cannot_be_turned_on_with_a_transaction_open(scratch_table):
+    transaction.set_autocommit(False)
+    try:
+        insert(1)
+        with pytest.raises(TransactionManagementError):
+            transaction.set_autocommit(True)  # would leave the insert uncommitted forever
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)
+    assert committed_rows(scratch_table) == [1]

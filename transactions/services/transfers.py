@@ -61,7 +61,7 @@ def transfer_create(
     """
     # Called outside any transaction, the transfer's own ends with its posting, so that
     # statement can carry the COMMIT (one round trip fewer).
-    owns_transaction = not connection.in_atomic_block
+    owns_transaction = not connection.in_atomic_block and connection.get_autocommit()
 
     def work() -> Transaction:
         # Customer, then both accounts (pk order) - the source by id, the destination by IBAN -

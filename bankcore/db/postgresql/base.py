@@ -200,6 +200,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _set_autocommit(self, autocommit: bool) -> None:
         connection = self.driver_connection()
+        if autocommit and connection.in_server_transaction() and not connection.committed_by_statement:
+            # psycopg2 refuses this too: the open transaction would never be committed.
+            raise TransactionManagementError("Autocommit cannot be turned on while a transaction is open.")
         with self.wrap_database_errors:
             if not connection.autocommit:
                 connection.autocommit = True  # once, when connected; Django's state lives below
