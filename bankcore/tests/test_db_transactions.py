@@ -4,6 +4,8 @@ Django's atomic-block semantics unchanged."""
 
 from __future__ import annotations
 
+import io
+
 import psycopg2
 import pytest
 from django.db import IntegrityError, connections, transaction
@@ -85,6 +87,12 @@ def test_statements_that_cannot_carry_begin_send_it_first(scratch_table):
     with pytest.raises(RuntimeError), transaction.atomic():
         with connection.cursor() as cursor:
             cursor.executemany("INSERT INTO scratch_rows (n) VALUES (%s)", [[1], [2]])
+        assert server_status() == TRANSACTION_STATUS_INTRANS
+        raise RuntimeError
+    assert committed_rows(scratch_table) == []
+    with pytest.raises(RuntimeError), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.copy_from(io.StringIO("7\n8\n"), "scratch_rows", columns=["n"])
         assert server_status() == TRANSACTION_STATUS_INTRANS
         raise RuntimeError
     assert committed_rows(scratch_table) == []

@@ -120,6 +120,18 @@ class TransactionCursorMixin:
             self._begin_alone()
         return super().copy_expert(sql, file, size)  # type: ignore[misc]
 
+    def copy_from(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse_armed_commit()
+        if self._before_statement():
+            self._begin_alone()
+        return super().copy_from(*args, **kwargs)  # type: ignore[misc]
+
+    def copy_to(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse_armed_commit()
+        if self._before_statement():
+            self._begin_alone()
+        return super().copy_to(*args, **kwargs)  # type: ignore[misc]
+
     def _refuse_armed_commit(self) -> None:
         if self.connection.commit_armed:
             raise TransactionManagementError("Only execute() can carry the COMMIT.")
