@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.db.backends.postgresql import base as postgresql_base
@@ -103,38 +104,31 @@ class TransactionCursorMixin:
         return result
 
     def executemany(self, query: Any, vars_list: Any) -> Any:
-        self._refuse_armed_commit()
-        if self._before_statement():
-            self._begin_alone()
+        self._begin_alone_if_needed()
         return super().executemany(query, vars_list)  # type: ignore[misc]
 
     def callproc(self, procname: str, parameters: Any = None) -> Any:
-        self._refuse_armed_commit()
-        if self._before_statement():
-            self._begin_alone()
+        self._begin_alone_if_needed()
         return super().callproc(procname, parameters)  # type: ignore[misc]
 
     def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> Any:
-        self._refuse_armed_commit()
-        if self._before_statement():
-            self._begin_alone()
+        self._begin_alone_if_needed()
         return super().copy_expert(sql, file, size)  # type: ignore[misc]
 
     def copy_from(self, *args: Any, **kwargs: Any) -> Any:
-        self._refuse_armed_commit()
-        if self._before_statement():
-            self._begin_alone()
+        self._begin_alone_if_needed()
         return super().copy_from(*args, **kwargs)  # type: ignore[misc]
 
     def copy_to(self, *args: Any, **kwargs: Any) -> Any:
-        self._refuse_armed_commit()
-        if self._before_statement():
-            self._begin_alone()
+        self._begin_alone_if_needed()
         return super().copy_to(*args, **kwargs)  # type: ignore[misc]
 
-    def _refuse_armed_commit(self) -> None:
+    def _begin_alone_if_needed(self) -> None:
+        """For the driver's other ways of running SQL, on which nothing can ride."""
         if self.connection.commit_armed:
             raise TransactionManagementError("Only execute() can carry the COMMIT.")
+        if self._before_statement():
+            self._begin_alone()
 
 
 def measured_cursor_class(base_cursor: type, alias: str, vendor: str) -> type:
@@ -145,33 +139,26 @@ def measured_cursor_class(base_cursor: type, alias: str, vendor: str) -> type:
     executed_many = execute_many_total.labels(alias, vendor)
     duration = query_duration_seconds.labels(alias, vendor)
 
-    def count_error(exc: BaseException) -> None:
-        errors_total.labels(alias, vendor, type(exc).__name__).inc()
+    def measured(run: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return run()
+        except Exception as exc:
+            errors_total.labels(alias, vendor, type(exc).__name__).inc()
+            raise
+        finally:
+            duration.observe(time.perf_counter() - start)
 
     class MeasuredCursor(base_cursor):  # type: ignore[valid-type, misc]
         def execute(self, query: Any, vars: Any = None) -> Any:
             executed.inc()
-            start = time.perf_counter()
-            try:
-                return super().execute(query, vars)
-            except Exception as exc:
-                count_error(exc)
-                raise
-            finally:
-                duration.observe(time.perf_counter() - start)
+            return measured(lambda: super(MeasuredCursor, self).execute(query, vars))
 
         def executemany(self, query: Any, vars_list: Any) -> Any:
             vars_list = list(vars_list)
             executed.inc(len(vars_list))
             executed_many.inc(len(vars_list))
-            start = time.perf_counter()
-            try:
-                return super().executemany(query, vars_list)
-            except Exception as exc:
-                count_error(exc)
-                raise
-            finally:
-                duration.observe(time.perf_counter() - start)
+            return measured(lambda: super(MeasuredCursor, self).executemany(query, vars_list))
 
     return MeasuredCursor
 
