@@ -200,3 +200,21 @@ def test_autocommit_cannot_be_turned_on_with_a_transaction_open(scratch_table):
     finally:
         transaction.set_autocommit(True)
     assert committed_rows(scratch_table) == [1]
+
+
+def test_an_isolation_level_from_the_settings_goes_with_the_begin():
+    serializable_level = psycopg2.extensions.ISOLATION_LEVEL_SERIALIZABLE
+    options = {**connection.settings_dict["OPTIONS"], "isolation_level": serializable_level}
+    serializable = type(connection)({**connection.settings_dict, "OPTIONS": options}, alias="serializable_test")
+    try:
+        serializable.set_autocommit(False)  # what an atomic block does on this connection
+        with serializable.cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone()[0] == "serializable"
+        serializable.rollback()
+        serializable.set_autocommit(True)
+        with serializable.cursor() as cursor:  # and outside a transaction, the server's default
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone()[0] == "read committed"
+    finally:
+        serializable.close()
