@@ -50,6 +50,14 @@ def process_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """Run `code` in a fresh bankcore Python process on the test database (`process_env`),
+    with `args` as sys.argv[1:]; returns the finished process (output captured)."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code, *args], cwd=BASE_DIR, env=process_env(), capture_output=True, timeout=timeout
+    )
+
+
 class CeleryWorker:
     """A real `celery worker` subprocess consuming every bankcore queue."""
 

@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from bankcore.admin import ReadOnlyAdmin
+from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline
 from bankcore.api.exceptions import BankError
 from notifications import services
 from notifications.models import (
@@ -68,15 +68,10 @@ class NotificationAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
-class IncidentUpdateInline(admin.TabularInline):
+class IncidentUpdateInline(ReadOnlyInline):
     model = IncidentUpdate
     fields = ("created_at", "kind", "message", "channels", "fanout_status", "progress_display")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="progress")
     def progress_display(self, obj: IncidentUpdate) -> str:

@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from bankcore.admin import ReadOnlyAdmin
+from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline
 from bankcore.api.exceptions import BankError
 from bankcore.money import format_amount
 from transactions.models import (
@@ -29,19 +29,6 @@ from transactions.services.corrections import (
     transaction_reverse,
 )
 from transactions.services.limits import customer_limit_set
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Rows the ledger wrote: shown, never added, edited or deleted here."""
-
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class EntryInline(ReadOnlyInline):

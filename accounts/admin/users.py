@@ -12,7 +12,7 @@ from accounts.models import Device, LoginSession, User
 from accounts.services.devices import device_revoke
 from accounts.services.lockout import lock_account, unlock_account
 from accounts.services.staff import staff_reset_two_factor, staff_revoke_devices
-from bankcore.admin import ReadOnlyAdmin
+from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline
 from bankcore.audit import audit_record
 
 
@@ -33,15 +33,10 @@ class _AuditedAdmin(admin.ModelAdmin):
         return super().log_deletions(request, queryset)
 
 
-class DeviceInline(admin.TabularInline):
+class DeviceInline(ReadOnlyInline):
     model = Device
-    extra = 0
-    can_delete = False
-    fields = ["name", "platform", "app_version", "created_at", "last_login_at", "revoked_at"]
-    readonly_fields = ["name", "platform", "app_version", "created_at", "last_login_at", "revoked_at"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    fields = ("name", "platform", "app_version", "created_at", "last_login_at", "revoked_at")
+    readonly_fields = fields
 
 
 @admin.register(User)

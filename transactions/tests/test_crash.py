@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from bankcore.testing import BASE_DIR, process_env
+from bankcore.testing import run_python
 from transactions.models import Transaction
 from transactions.services.transfers import transfer_create
 from transactions.services.verify import ledger_verify
@@ -35,13 +33,7 @@ with transaction.atomic():
 def test_killed_process_leaves_balances_untouched_and_releases_its_locks():
     owner = CustomerFactory()
     source, destination = open_account(owner, balance=10_000), open_account(CustomerFactory())
-    result = subprocess.run(
-        [sys.executable, "-c", _KILLED_MID_TRANSFER, str(owner.pk), str(source.pk), destination.iban],
-        cwd=BASE_DIR,
-        env=process_env(),
-        capture_output=True,
-        timeout=60,
-    )
+    result = run_python(_KILLED_MID_TRANSFER, str(owner.pk), str(source.pk), destination.iban)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     assert b"posted, not committed" in result.stdout
     source.refresh_from_db()

@@ -124,25 +124,16 @@ transfer_create(user=user, source_account_id=uuid.UUID(sys.argv[2]), destination
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_a_process_that_exits_right_after_posting_still_wakes_the_drain():
-    import subprocess
-    import sys
-
     from bankcore.celery import app
     from bankcore.flags import flag_lower
-    from bankcore.testing import BASE_DIR, process_env
+    from bankcore.testing import run_python
     from transactions.services.notices import WAKE_FLAG
 
     app.control.purge()
     flag_lower(WAKE_FLAG)
     sender = CustomerFactory()
     source, destination = open_account(sender, balance=10_000), open_account(CustomerFactory())
-    result = subprocess.run(
-        [sys.executable, "-c", _POST_AND_EXIT, str(sender.pk), str(source.pk), destination.iban],
-        cwd=BASE_DIR,
-        env=process_env(),
-        capture_output=True,
-        timeout=60,
-    )
+    result = run_python(_POST_AND_EXIT, str(sender.pk), str(source.pk), destination.iban)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert LedgerNotice.objects.filter(sent_at=None).count() == 1
     assert _queued_drains() == 1  # woken at exit, not left for the one-minute sweep

@@ -191,15 +191,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> TransactionConnection:
         connection = super().get_new_connection(conn_params)
         # Transactions are begun by the cursor, so the isolation level goes with that BEGIN.
-        level = self.settings_dict["OPTIONS"].get("isolation_level")
-        if level is not None:
-            name = {1: "READ COMMITTED", 2: "REPEATABLE READ", 3: "SERIALIZABLE", 4: "READ UNCOMMITTED"}[int(level)]
-            connection.begin_sql = f"BEGIN ISOLATION LEVEL {name}; "
+        if "isolation_level" in self.settings_dict["OPTIONS"]:  # Django has validated it as self.isolation_level
+            connection.begin_sql = f"BEGIN ISOLATION LEVEL {self.isolation_level.name.replace('_', ' ')}; "
         return connection
 
     def _set_autocommit(self, autocommit: bool) -> None:
         connection = self.driver_connection()
-        if autocommit and connection.in_server_transaction() and not connection.committed_by_statement:
+        if autocommit and connection.in_server_transaction():
             # psycopg2 refuses this too: the open transaction would never be committed.
             raise TransactionManagementError("Autocommit cannot be turned on while a transaction is open.")
         with self.wrap_database_errors:
