@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.utils import timezone
 
 from bankcore.api.logging import current_request_meta
@@ -48,10 +48,24 @@ def _connection_chain() -> int:
     mostly land on different chains.
     """
     chains = min(max(int(getattr(settings, "AUDIT_CHAINS", 1)), 1), MAX_AUDIT_CHAINS)
-    if chains == 1 or connection.vendor != "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]
+    if chains == 1 or db.vendor != "postgresql":
         return 1
-    connection.ensure_connection()
-    return connection.connection.get_backend_pid() % chains + 1
+    db.ensure_connection()
+    return db.connection.get_backend_pid() % chains + 1
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _json_safe(details: dict[str, Any] | None) -> dict[str, Any]:
+    """`details` as it reads back from the JSON column (keys and values made JSON types).
+    A flat dict of strings and numbers already is; anything else takes a round trip."""
+    if not details:
+        return {}
+    if all(type(key) is str and type(value) in _JSON_SCALARS for key, value in details.items()):
+        return dict(details)
+    return json.loads(json.dumps(details, default=str))
 
 
 def _append_portable(event: AuditEvent) -> None:
@@ -123,10 +137,10 @@ def audit_event(
         target_type = target_type or target._meta.label
         target_id = target_id or str(target.pk)
     actor_user = actor if getattr(actor, "is_authenticated", False) else None
-    return AuditEvent(
+    event = AuditEvent(
         chain=_connection_chain(),
         created_at=timezone.now(),
-        actor=actor_user,
+        actor_id=actor_user.pk if actor_user is not None else None,
         actor_label=str(getattr(actor_user, "email", "") or (actor if isinstance(actor, str) else "")),
         action=action,
         target_type=target_type,
@@ -134,8 +148,14 @@ def audit_event(
         ip=meta.ip,
         user_agent=meta.user_agent,
         request_id=meta.request_id if meta.request_id != "-" else "",
-        details=json.loads(json.dumps(details or {}, default=str)),
+        details=_json_safe(details),
     )
+    if actor_user is not None:  # the instance at hand, without the relation descriptor's checks
+        _ACTOR_FIELD.set_cached_value(event, actor_user)
+    return event
+
+
+_ACTOR_FIELD = AuditEvent._meta.get_field("actor")
 
 
 def audit_record(

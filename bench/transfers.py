@@ -9,7 +9,9 @@ Measures, each at 1, 4 and 16 concurrent clients, on 10,000 accounts and on 10 h
   (b) the service layer: transactions.services.transfers.transfer_create (customer and
       account locks, limits, notifications, audit chain);
   both with their clients as threads spread over one forked process per CPU (--processes),
-  the layout an app server gives a Python service: one worker process per core;
+  the layout an app server gives a Python service: one worker process per core; each
+  point in --rounds alternating rounds (a b, b a, a b), whose mean is the figure, so the
+  host's drift during a run weighs on (a) and (b) alike;
   (c) HTTP: POST /api/v1/transfers through gunicorn with real JWT auth and an
       Idempotency-Key per request, from concurrent client threads;
 and the history page time (first page and a deep cursor page) at 1,000 vs 1,000,000
@@ -205,7 +207,8 @@ def _client_threads(client: Any, args: tuple, ready: Any, out: Any, count: int) 
         thread.join()
 
 
-def bench_raw(accounts: list[str], clients: int, seconds: float, *, processes: int) -> float:
+def bench_raw(rows: list[tuple[str, str, str]], clients: int, seconds: float, *, processes: int) -> float:
+    accounts = [account_id for _, account_id, _ in rows]
     results = run_clients(_raw_client, (accounts, seconds), clients, processes)
     return sum(done for done, _ in results) / seconds
 
@@ -488,6 +491,12 @@ def main() -> None:
         " 1 runs every client as a thread of this process)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="(a) and (b): alternating rounds per point, each --seconds long; a figure is their mean",
+    )
+    parser.add_argument(
         "--parts", default="raw,service,http,history", help="comma-separated subset to run (quick iterations)"
     )
     args = parser.parse_args()
@@ -502,22 +511,32 @@ def main() -> None:
 
     settle()
     results: dict[tuple[str, str, int], float] = {}
-    # (a) and (b) back to back for each point, each after a CHECKPOINT: background work
-    # (checkpoints, autovacuum) lands on both alike instead of on whichever runs later.
+    runners = {
+        "raw": lambda rows, clients: bench_raw(rows, clients, args.seconds, processes=args.processes),
+        "service": lambda rows, clients: bench_service(rows, clients, args.seconds, processes=args.processes),
+    }
+    labels = {"raw": "(a) raw SQL", "service": "(b) service"}
+    measured = [part for part in ("raw", "service") if part in parts]
+    # (a) and (b) for each point in --rounds alternating rounds (a b, b a, a b, ...), each run
+    # after a CHECKPOINT: the host's drift and background work (checkpoints, autovacuum) land
+    # on both alike instead of on whichever runs later. A figure is the mean of its rounds.
     for set_name, rows in sets.items():
         for clients in CONCURRENCY:
             layout = f"({clients} threads in {min(args.processes, clients)} process(es))"
-            if "raw" in parts:
-                settle()
-                accounts = [row[1] for row in rows]
-                rate = bench_raw(accounts, clients, args.seconds, processes=args.processes)
-                results[("raw", set_name, clients)] = rate
-                print(f"(a) raw SQL   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  {layout}", flush=True)
-            if "service" in parts:
-                settle()
-                rate = bench_service(rows, clients, args.seconds, processes=args.processes)
-                results[("service", set_name, clients)] = rate
-                print(f"(b) service   {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  {layout}", flush=True)
+            rounds: dict[str, list[float]] = {part: [] for part in measured}
+            for round_number in range(args.rounds):
+                for part in measured if round_number % 2 == 0 else measured[::-1]:
+                    settle()
+                    rounds[part].append(runners[part](rows, clients))
+            for part in measured:
+                rate = statistics.fmean(rounds[part])
+                results[(part, set_name, clients)] = rate
+                each = " ".join(f"{r:.0f}" for r in rounds[part])
+                print(
+                    f"{labels[part]:13} {set_name:16} {clients:2} clients: {rate:8.0f} transfers/s  {layout}"
+                    f"  rounds: {each}",
+                    flush=True,
+                )
 
     if "http" in parts:
         results.update(run_http(sets, args.workers, args.seconds))

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
 from accounts.models import BankAccount
@@ -80,10 +80,11 @@ def transfer_rows_for_update(
     after locking, in new statements, so it sees everything committed by the locks' previous
     holders. Elsewhere, or when neither account exists, the usage is None: read it separately.
     """
-    if connection.vendor != "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
         customer_lock(user_id)
         return bank_accounts_for_update([source_account_id], ibans=[destination_iban]), None
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(
             "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s, %s, %s)",
             [user_id, source_account_id, destination_iban, currency, since, Hold.Status.ACTIVE.value, timezone.now()],
@@ -97,7 +98,7 @@ def transfer_rows_for_update(
     held = columns.index("held")
     accounts = {}
     for row in rows:
-        account = BankAccount.from_db(connection.alias, names, [row[i] for i in take])
+        account = BankAccount.from_db(db.alias, names, [row[i] for i in take])
         account.held = row[held]  # type: ignore[attr-defined]
         accounts[account.pk] = account
     first = dict(zip(columns, rows[0], strict=True))

@@ -166,3 +166,18 @@ def test_staff_read_the_audit_log_in_the_admin_and_can_change_nothing(staff_user
     assert not model_admin.has_add_permission(request)
     assert not model_admin.has_change_permission(request, event)
     assert not model_admin.has_delete_permission(request, event)
+
+
+@pytest.mark.django_db
+def test_event_details_are_stored_as_they_read_back_from_json():
+    import uuid
+    from decimal import Decimal
+
+    from bankcore.audit import audit_event
+
+    flat = {"amount": "1.50", "count": 2, "ok": True, "note": None}
+    event = audit_event(action="test.flat", details=flat)
+    assert event.details == flat and event.details is not flat  # a copy: later edits of the caller's dict stay out
+    key = uuid.uuid4()
+    event = audit_event(action="test.rich", details={"id": key, "amount": Decimal("1.50"), "nested": {"a": [1]}})
+    assert event.details == {"id": str(key), "amount": "1.50", "nested": {"a": [1]}}

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
@@ -130,30 +131,42 @@ def posting_prepare(
                 )
 
     now = at or timezone.now()
+    # Related rows by their ids, then the instances at hand put in the relation caches:
+    # spares callers (serializers) a lazy query each, without the descriptors' checks.
     journal = Transaction(
         kind=kind,
         reference=reference,
         description=description,
-        initiated_by=initiated_by,
+        initiated_by_id=initiated_by.pk if initiated_by is not None else None,
         source_account_id=source_account_id,
         destination_account_id=destination_account_id,
         amount=amount,
         currency=currency,
-        reverses=reverses,
+        reverses_id=reverses.pk if reverses is not None else None,
         created_at=now,
         posted_at=now,
     )
-    # The instances are at hand: spare callers (serializers) a lazy query each.
-    if source_account_id is not None and source_account_id in accounts:
-        journal.source_account = accounts[source_account_id]
-    if destination_account_id is not None and destination_account_id in accounts:
-        journal.destination_account = accounts[destination_account_id]
+    _cache_related(journal, "initiated_by", initiated_by)
+    _cache_related(journal, "reverses", reverses)
+    _cache_related(journal, "source_account", accounts.get(source_account_id))  # type: ignore[arg-type]
+    _cache_related(journal, "destination_account", accounts.get(destination_account_id))  # type: ignore[arg-type]
     entries = []
     for leg in legs:
         account = accounts[leg.account_id]
         account.balance += leg.amount
         entries.append(EntryLine(leg.account_id, leg.amount, account.balance))
     return Posting(journal, entries, accounts, {pk: accounts[pk].balance for pk in deltas})
+
+
+def _cache_related(journal: Transaction, name: str, instance: Any) -> None:
+    if instance is not None:
+        _JOURNAL_RELATIONS[name].set_cached_value(journal, instance)
+
+
+_JOURNAL_RELATIONS: dict[str, Any] = {  # the ForeignKey fields
+    name: Transaction._meta.get_field(name)
+    for name in ("initiated_by", "reverses", "source_account", "destination_account")
+}
 
 
 def posting_write(
@@ -171,7 +184,8 @@ def posting_write(
     COMMIT then travels with it (bankcore's PostgreSQL backend), and no statement may follow
     in the block. The audit event is then stored but its id and hashes are not read back."""
     journal, entries, balances = posting.journal, posting.entries, posting.balances
-    if connection.vendor != "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
         journal.save(force_insert=True)
         # One UPDATE for every account touched, with balances computed under the row locks.
         BankAccount.objects.filter(pk__in=list(balances)).update(
@@ -195,7 +209,7 @@ def posting_write(
         if audit is not None:
             audit_write(audit)
         return
-    _write_postgresql(journal, entries, balances, notices, audit, commit=commit)
+    _write_postgresql(db, journal, entries, balances, notices, audit, commit=commit)
     if notices:
         notices_wake_on_commit()
 
@@ -207,6 +221,7 @@ _POST_CALL = (
 
 
 def _write_postgresql(
+    db: BaseDatabaseWrapper,
     journal: Transaction,
     entries: list[EntryLine],
     balances: dict[UUID, int],
@@ -247,12 +262,12 @@ def _write_postgresql(
         sql = f"SELECT a.* FROM {_POST_CALL} AS posted CROSS JOIN {audit_call} AS a"  # noqa: S608 - fixed calls
         params += audit_params
     # The statement's answer is the COMMIT's when it carries it, so the audit row is not read back.
-    commit = commit and hasattr(connection, "commit_with_next_statement")
+    commit = commit and hasattr(db, "commit_with_next_statement")
     if commit:
-        connection.commit_with_next_statement()  # type: ignore[attr-defined]
-    with connection.cursor() as cursor:
+        db.commit_with_next_statement()  # type: ignore[attr-defined]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         if audit is not None and not commit:
             audit_appended(audit, cursor.fetchone())
     journal._state.adding = False
-    journal._state.db = connection.alias
+    journal._state.db = db.alias

@@ -8,7 +8,7 @@ notifications with `notifications.services.notify`, exactly once per row.
 Waking is coalesced twice, because a Celery message - or even a Redis round trip - per
 posting cost more than the posting's own SQL:
 - in each process, commits within WAKE_DELAY share one wake, made after the first of
-  them (trailing edge, from a timer thread): every commit that found a wake pending
+  them (trailing edge, from the process's one waker thread): every commit that found a wake pending
   happened before that wake, so the drain it starts reads its row;
 - across processes, a shared flag (bankcore.flags, Redis SET NX) says "a drain is
   queued and has not started"; only the wake that raises it publishes the drain task.
@@ -24,6 +24,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -63,38 +64,44 @@ def notices_wake_on_commit() -> None:
 
 
 class _Waker:
-    """This process's pending wake: at most one, made WAKE_DELAY after the first commit asking."""
+    """This process's pending wake: at most one, made WAKE_DELAY after the first commit asking.
+
+    One long-lived daemon thread per process makes the wakes: starting a thread per wake cost
+    more than the postings' own Python. A commit that finds a wake pending adds nothing: it
+    happened before that wake, because the pending mark is cleared just before waking.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending = False
-        os.register_at_fork(after_in_child=self._forget)  # a forked child has no timer thread
-        # A short-lived process (a teller command) exits before its timer fires: wake now.
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child has no waker thread
+        # A short-lived process (a teller command) exits before its thread wakes: wake now.
         atexit.register(self._flush)
 
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = threading.Event()
+        self._thread: threading.Thread | None = None
+
     def request(self) -> None:
+        if self._pending.is_set():
+            return
         with self._lock:
-            if self._pending:
-                return
-            self._pending = True
-        timer = threading.Timer(WAKE_DELAY, self._fire)
-        timer.daemon = True
-        timer.start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ledger-notice-waker", daemon=True)
+                self._thread.start()
+            self._pending.set()
 
-    def _fire(self) -> None:
-        with self._lock:
-            self._pending = False
-        _wake()
-
-    def _flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, False
-        if pending:
+    def _run(self) -> None:
+        while True:
+            self._pending.wait()
+            time.sleep(WAKE_DELAY)
+            self._pending.clear()
             _wake()
 
-    def _forget(self) -> None:
-        self._lock = threading.Lock()
-        self._pending = False
+    def _flush(self) -> None:
+        if self._pending.is_set():
+            self._pending.clear()
+            _wake()
 
 
 _waker = _Waker()

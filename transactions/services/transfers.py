@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from accounts.models import BankAccount
 from accounts.services.step_up import step_up_consume
@@ -61,7 +61,8 @@ def transfer_create(
     """
     # Called outside any transaction, the transfer's own ends with its posting, so that
     # statement can carry the COMMIT (one round trip fewer).
-    owns_transaction = not connection.in_atomic_block and connection.get_autocommit()
+    db = connections[DEFAULT_DB_ALIAS]
+    owns_transaction = not db.in_atomic_block and db.get_autocommit()
 
     def work() -> Transaction:
         # Customer, then both accounts (pk order) - the source by id, the destination by IBAN -

@@ -241,3 +241,23 @@ def test_the_rolling_daily_limit_forgets_transfers_older_than_24_hours(customer)
     with pytest.raises(LimitExceeded):
         send(1)
     assert limits_for(user=customer, currency="EUR").used_today == 3_000
+
+
+def test_a_posted_transfer_carries_its_related_rows_without_further_queries(customer, django_assert_num_queries):
+    from transactions.services.transfers import transfer_create
+
+    source, destination = open_account(customer, balance=5_000), open_account(CustomerFactory())
+    journal = transfer_create(
+        user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=100, currency="EUR"
+    )
+    with django_assert_num_queries(0):  # the API serializes these right after posting
+        assert journal.initiated_by == customer
+        assert journal.source_account.iban == source.iban
+        assert journal.destination_account.iban == destination.iban
+        assert journal.reverses is None
+    stored = Transaction.objects.get(pk=journal.pk)
+    assert (stored.initiated_by_id, stored.source_account_id, stored.destination_account_id) == (
+        customer.pk,
+        source.pk,
+        destination.pk,
+    )

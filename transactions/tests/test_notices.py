@@ -138,3 +138,28 @@ def test_a_process_that_exits_right_after_posting_still_wakes_the_drain():
     assert LedgerNotice.objects.filter(sent_at=None).count() == 1
     assert _queued_drains() == 1  # woken at exit, not left for the one-minute sweep
     app.control.purge()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_one_long_lived_thread_makes_every_wake_of_a_process():
+    import threading
+
+    from bankcore.celery import app
+    from bankcore.flags import flag_lower
+    from transactions.services.notices import WAKE_DELAY, WAKE_FLAG
+
+    app.control.purge()
+    sender = CustomerFactory()
+    source, destination = open_account(sender, balance=10_000), open_account(CustomerFactory())
+    for drains in range(1, 4):
+        flag_lower(WAKE_FLAG)  # as a drain would have: the next posting must wake again
+        transfer_create(
+            user=sender, source_account_id=source.pk, destination_iban=destination.iban, amount=100, currency="EUR"
+        )
+        time.sleep(WAKE_DELAY * 5)
+        assert _queued_drains() == drains
+    # Three wakes, one thread: a thread started per wake cost more than a posting's own Python.
+    assert [thread.name for thread in threading.enumerate()].count("ledger-notice-waker") == 1
+    app.control.purge()
