@@ -96,7 +96,10 @@ class _Waker:
             self._pending.wait()
             time.sleep(WAKE_DELAY)
             self._pending.clear()
-            _wake()
+            try:
+                _wake()
+            except Exception:  # the thread must outlive any one failed wake; the sweep covers it
+                logger.exception("ledger notice wake failed")
 
     def _flush(self) -> None:
         if self._pending.is_set():
