@@ -522,7 +522,7 @@ def main() -> None:
     # on both alike instead of on whichever runs later. A figure is the mean of its rounds.
     for set_name, rows in sets.items():
         for clients in CONCURRENCY:
-            layout = f"({clients} threads in {min(args.processes, clients)} process(es))"
+            layout = f"({clients} clients in {min(args.processes, clients)} process(es))"
             rounds: dict[str, list[float]] = {part: [] for part in measured}
             for round_number in range(args.rounds):
                 for part in measured if round_number % 2 == 0 else measured[::-1]:
