@@ -86,7 +86,7 @@ class _Waker:
         if self._pending.is_set():
             return
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="ledger-notice-waker", daemon=True)
                 self._thread.start()
             self._pending.set()
