@@ -151,11 +151,8 @@ def audit_event(
         details=_json_safe(details),
     )
     if actor_user is not None:  # the instance at hand, without the relation descriptor's checks
-        _ACTOR_FIELD.set_cached_value(event, actor_user)
+        AuditEvent.actor.field.set_cached_value(event, actor_user)
     return event
-
-
-_ACTOR_FIELD = AuditEvent._meta.get_field("actor")
 
 
 def audit_record(

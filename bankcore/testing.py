@@ -50,6 +50,20 @@ def process_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def admin_request(user: Any, method: str = "get", data: dict[str, str] | None = None) -> Any:
+    """A request to the admin as `user`, signed in with their second factor, with a session and
+    message storage: what the admin's views expect after the middleware has run."""
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.test import RequestFactory
+
+    request = getattr(RequestFactory(), method)("/admin/", data or {})
+    user.is_verified = lambda: True  # what django_otp's middleware sets after the staff TOTP login
+    request.user = user
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    return request
+
+
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """Run `code` in a fresh bankcore Python process on the test database (`process_env`),
     with `args` as sys.argv[1:]; returns the finished process (output captured)."""

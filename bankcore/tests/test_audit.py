@@ -133,8 +133,8 @@ def test_moving_a_row_to_another_chain_is_detected(staff_user):
 @pytest.mark.django_db
 def test_staff_read_the_audit_log_in_the_admin_and_can_change_nothing(staff_user, django_user_model):
     from django.contrib.admin import site
-    from django.contrib.messages.storage.fallback import FallbackStorage
-    from django.test import RequestFactory
+
+    from bankcore.testing import admin_request
 
     staff_user.is_staff = staff_user.is_superuser = True
     staff_user.save()
@@ -143,14 +143,9 @@ def test_staff_read_the_audit_log_in_the_admin_and_can_change_nothing(staff_user
     login = audit_record(action="login.succeeded", actor=customer)
     audit_record(action="login.succeeded", actor=staff_user)
     model_admin = site._registry[AuditEvent]
-    staff_user.is_verified = lambda: True  # what django_otp's middleware sets after the staff TOTP login
 
     def changelist(search: str) -> list[AuditEvent]:
-        request = RequestFactory().get("/admin/", {"q": search})
-        request.user = staff_user
-        request.session = {}
-        request._messages = FallbackStorage(request)
-        response = model_admin.changelist_view(request)
+        response = model_admin.changelist_view(admin_request(staff_user, data={"q": search}))
         response.render()
         assert response.status_code == 200
         return list(response.context_data["cl"].result_list)
@@ -158,8 +153,7 @@ def test_staff_read_the_audit_log_in_the_admin_and_can_change_nothing(staff_user
     # Exact search: everything done to the customer or by them, newest first.
     assert changelist(str(customer.pk)) == [login, event]
     assert changelist("not-an-id") == []
-    request = RequestFactory().get("/admin/")
-    request.user = staff_user
+    request = admin_request(staff_user)
     response = model_admin.change_view(request, str(event.pk))
     response.render()
     assert response.status_code == 200 and b"account.frozen" in response.content

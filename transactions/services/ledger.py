@@ -146,27 +146,21 @@ def posting_prepare(
         created_at=now,
         posted_at=now,
     )
-    _cache_related(journal, "initiated_by", initiated_by)
-    _cache_related(journal, "reverses", reverses)
-    _cache_related(journal, "source_account", accounts.get(source_account_id))  # type: ignore[arg-type]
-    _cache_related(journal, "destination_account", accounts.get(destination_account_id))  # type: ignore[arg-type]
+    related = {
+        "initiated_by": initiated_by,
+        "reverses": reverses,
+        "source_account": accounts.get(source_account_id) if source_account_id else None,
+        "destination_account": accounts.get(destination_account_id) if destination_account_id else None,
+    }
+    for name, instance in related.items():
+        if instance is not None:
+            getattr(Transaction, name).field.set_cached_value(journal, instance)
     entries = []
     for leg in legs:
         account = accounts[leg.account_id]
         account.balance += leg.amount
         entries.append(EntryLine(leg.account_id, leg.amount, account.balance))
     return Posting(journal, entries, accounts, {pk: accounts[pk].balance for pk in deltas})
-
-
-def _cache_related(journal: Transaction, name: str, instance: Any) -> None:
-    if instance is not None:
-        _JOURNAL_RELATIONS[name].set_cached_value(journal, instance)
-
-
-_JOURNAL_RELATIONS: dict[str, Any] = {  # the ForeignKey fields
-    name: Transaction._meta.get_field(name)
-    for name in ("initiated_by", "reverses", "source_account", "destination_account")
-}
 
 
 def posting_write(

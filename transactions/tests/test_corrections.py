@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.admin.sites import site
-from django.contrib.messages.storage.fallback import FallbackStorage
-from django.test import RequestFactory
 
 from accounts.models import BankAccount
 from bankcore.models import AuditEvent
+from bankcore.testing import admin_request
 from transactions.exceptions import AdjustmentNotPending, AlreadyReversed, InsufficientFunds, MakerCannotApprove
 from transactions.models import AdjustmentRequest, CustomerLimit, Entry, Transaction
 from transactions.services.corrections import (
@@ -32,14 +31,6 @@ def staff():
 @pytest.fixture
 def checker():
     return CustomerFactory(is_staff=True, is_superuser=True)
-
-
-def _admin_request(user):
-    request = RequestFactory().post("/admin/")
-    request.user = user
-    request.session = {}
-    request._messages = FallbackStorage(request)
-    return request
 
 
 def test_reversal_posts_a_new_transaction_that_undoes_the_original(customer, staff):
@@ -105,9 +96,9 @@ def test_admin_approve_action_refuses_the_maker(customer, staff, checker):
     adjustment_propose(account=account, amount=100, reason="Interest correction", actor=staff)
     model_admin = site._registry[AdjustmentRequest]
     queryset = AdjustmentRequest.objects.all()
-    model_admin.actions[0](model_admin, _admin_request(staff), queryset)
+    model_admin.actions[0](model_admin, admin_request(staff, "post"), queryset)
     assert AdjustmentRequest.objects.get().status == "pending"
-    model_admin.actions[0](model_admin, _admin_request(checker), queryset)
+    model_admin.actions[0](model_admin, admin_request(checker, "post"), queryset)
     assert AdjustmentRequest.objects.get().status == "posted"
 
 
@@ -115,7 +106,7 @@ def test_admin_freeze_and_unfreeze_are_audited_and_block_transfers(customer, sta
     account, other = open_account(customer, balance=1_000), open_account(CustomerFactory())
     model_admin = site._registry[BankAccount]
     freeze, unfreeze = model_admin.actions
-    freeze(model_admin, _admin_request(staff), BankAccount.objects.filter(pk=account.pk))
+    freeze(model_admin, admin_request(staff, "post"), BankAccount.objects.filter(pk=account.pk))
     account.refresh_from_db()
     assert account.status == "frozen"
     from transactions.exceptions import AccountFrozen
@@ -124,7 +115,7 @@ def test_admin_freeze_and_unfreeze_are_audited_and_block_transfers(customer, sta
         transfer_create(
             user=customer, source_account_id=account.pk, destination_iban=other.iban, amount=1, currency="EUR"
         )
-    unfreeze(model_admin, _admin_request(staff), BankAccount.objects.filter(pk=account.pk))
+    unfreeze(model_admin, admin_request(staff, "post"), BankAccount.objects.filter(pk=account.pk))
     account.refresh_from_db()
     assert account.status == "active"
     assert list(AuditEvent.objects.filter(action__startswith="bank_account.").values_list("action", flat=True)) == [
@@ -136,13 +127,13 @@ def test_admin_freeze_and_unfreeze_are_audited_and_block_transfers(customer, sta
 def test_admin_limit_override_goes_through_the_audited_service(customer, staff):
     model_admin = site._registry[CustomerLimit]
     limit = CustomerLimit(user=customer, currency="EUR", daily=5_000)
-    model_admin.save_model(_admin_request(staff), limit, form=None, change=False)
+    model_admin.save_model(admin_request(staff, "post"), limit, form=None, change=False)
     assert CustomerLimit.objects.get(user=customer).daily == 5_000
     assert AuditEvent.objects.filter(action="limits.changed").count() == 1
 
 
 def test_journal_and_entries_are_read_only_in_the_admin(staff):
-    request = _admin_request(staff)
+    request = admin_request(staff, "post")
     for model in (Transaction, Entry):
         model_admin = site._registry[model]
         assert not model_admin.has_add_permission(request)
@@ -154,8 +145,6 @@ def test_journal_and_entries_are_read_only_in_the_admin(staff):
     "model", [BankAccount, Transaction, Entry, AdjustmentRequest, CustomerLimit], ids=lambda m: m.__name__
 )
 def test_admin_pages_render_for_staff(customer, staff, model):
-    from django.test import RequestFactory
-
     source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
     transfer_create(
         user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=5, currency="EUR"
@@ -163,11 +152,7 @@ def test_admin_pages_render_for_staff(customer, staff, model):
     adjustment_propose(account=source, amount=100, reason="Goodwill", actor=staff)
     CustomerLimit.objects.create(user=customer, currency="EUR", daily=1_000)
     model_admin = site._registry[model]
-    request = RequestFactory().get("/admin/")
-    staff.is_verified = lambda: True  # what django_otp's middleware sets after the staff TOTP login
-    request.user = staff
-    request.session = {}
-    request._messages = FallbackStorage(request)
+    request = admin_request(staff)
     response = model_admin.changelist_view(request)
     response.render()
     assert response.status_code == 200
