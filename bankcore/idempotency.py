@@ -73,9 +73,17 @@ class IdempotencyInProgress(Conflict):
     default_message = "A request with this Idempotency-Key is still being processed."
 
 
+# Single-use credentials that ride in a money-moving body. A retry carries a fresh one (the
+# first was spent or expired), so they are not part of "the same request" (API.md).
+CREDENTIAL_FIELDS = frozenset({"step_up_token"})
+
+
 def request_fingerprint(request: Request) -> str:
-    """sha256 over method, path and the parsed body in canonical JSON."""
-    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
+    """sha256 over method, path and the parsed body's business fields in canonical JSON."""
+    data = request.data
+    if isinstance(data, dict):
+        data = {name: value for name, value in data.items() if name not in CREDENTIAL_FIELDS}
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(f"{request.method}\n{request.path}\n{body}".encode()).hexdigest()
 
 

@@ -14,6 +14,8 @@ class Event(StrEnum):
     LARGE_TRANSACTION = "large_transaction"
     LOW_BALANCE = "low_balance"
     STANDING_ORDER_FAILED = "standing_order_failed"
+    STANDING_ORDER_CREATED = "standing_order_created"
+    STANDING_ORDER_SKIPPED = "standing_order_skipped"
     NEW_DEVICE = "new_device"
     NEW_DEVICE_LOGIN = "new_device_login"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 - an event name
@@ -28,7 +30,14 @@ class Event(StrEnum):
 
 # Security alerts: always delivered, preferences cannot turn them off.
 SECURITY_EVENTS = frozenset(
-    {Event.NEW_DEVICE, Event.NEW_DEVICE_LOGIN, Event.PASSWORD_CHANGED, Event.TWO_FACTOR_CHANGED, Event.ACCOUNT_LOCKED}
+    {
+        Event.NEW_DEVICE,
+        Event.NEW_DEVICE_LOGIN,
+        Event.PASSWORD_CHANGED,
+        Event.TWO_FACTOR_CHANGED,
+        Event.ACCOUNT_LOCKED,
+        Event.STANDING_ORDER_CREATED,
+    }
 )
 
 # Marketing-class messages: the only ones quiet hours hold back.
@@ -46,6 +55,8 @@ DEFAULT_CHANNELS: dict[Event, tuple[str, ...]] = {
     Event.LARGE_TRANSACTION: ("push", "sms", "email"),
     Event.LOW_BALANCE: ("push", "email"),
     Event.STANDING_ORDER_FAILED: ("push", "email"),
+    Event.STANDING_ORDER_CREATED: _ALL,
+    Event.STANDING_ORDER_SKIPPED: ("push", "email"),
     Event.NEW_DEVICE: _ALL,
     Event.NEW_DEVICE_LOGIN: _ALL,
     Event.PASSWORD_CHANGED: _ALL,

@@ -88,6 +88,13 @@ class StandingOrderInput(MoneyInputSerializer):
     day = serializers.IntegerField(min_value=1, max_value=31, help_text="weekly: 1 (Monday) - 7; monthly: 1-31.")
     start_date = serializers.DateField()
     end_date = serializers.DateField(required=False, allow_null=True, default=None)
+    step_up_token = serializers.CharField(
+        max_length=512,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Above the step-up threshold: a step-up token (purpose `standing_order`) for this amount and payee.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)

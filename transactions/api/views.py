@@ -290,8 +290,18 @@ class StandingOrderListCreate(APIView):
         return _paginate(self, request, StandingOrder.objects.filter(owner=request.user.pk), StandingOrderOutput)
 
     @extend_schema(
-        summary="Schedule a recurring transfer", request=StandingOrderInput, responses={201: StandingOrderOutput}
+        summary="Schedule a recurring transfer",
+        parameters=[IDEMPOTENCY_PARAMETER],
+        request=StandingOrderInput,
+        responses={
+            201: StandingOrderOutput,
+            409: OpenApiResponse(description="`idempotency_in_progress`"),
+            422: OpenApiResponse(
+                description="`limit_exceeded`, `currency_mismatch`, `same_account`, `idempotency_key_reused`"
+            ),
+        },
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         data = StandingOrderInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -307,6 +317,7 @@ class StandingOrderListCreate(APIView):
             start_date=values["start_date"],
             end_date=values["end_date"],
             description=values["description"],
+            step_up_token=values["step_up_token"] or None,
         )
         return Response(StandingOrderOutput(order).data, status=status.HTTP_201_CREATED)
 

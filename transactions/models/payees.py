@@ -66,6 +66,7 @@ class StandingOrderExecution(models.Model):
     class Outcome(models.TextChoices):
         POSTED = "posted", "Posted"
         FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (over a limit)"
 
     id = models.BigAutoField(primary_key=True)
     order = models.ForeignKey(StandingOrder, on_delete=models.CASCADE, related_name="executions")

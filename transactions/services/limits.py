@@ -20,8 +20,9 @@ from bankcore.money import exponent
 from transactions.lock_objects import transfer_rows_for_update
 from transactions.models import CustomerLimit, LimitUsage, Transaction
 
-# Kinds that count against the rolling 24-hour outgoing limit.
-LIMITED_KINDS = (Transaction.Kind.TRANSFER, Transaction.Kind.PAYMENT)
+# Kinds that count against the rolling 24-hour outgoing limit: every payment a customer
+# makes, whether sent now or run later by a standing order.
+LIMITED_KINDS = (Transaction.Kind.TRANSFER, Transaction.Kind.PAYMENT, Transaction.Kind.STANDING_ORDER)
 WINDOW = timedelta(hours=24)
 
 

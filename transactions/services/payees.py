@@ -11,14 +11,24 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import BankAccount
+from accounts.services.step_up import step_up_consume
 from bankcore.api.exceptions import BankError
 from bankcore.audit import audit_record
 from bankcore.money import format_amount
 from notifications.events import Event
-from transactions.exceptions import AccountNotFound, CurrencyMismatch, SameAccount, UnknownDestination
+from transactions.exceptions import (
+    AccountNotFound,
+    CurrencyMismatch,
+    LimitExceeded,
+    SameAccount,
+    UnknownDestination,
+)
 from transactions.models import Beneficiary, StandingOrder, StandingOrderExecution, Transaction
+from transactions.services.limits import limits_for
 from transactions.services.notices import notice, notices_queue
 from transactions.services.transfers import mask_iban, transfer_create
+
+STANDING_ORDER_STEP_UP_PURPOSE = "standing_order"
 
 
 class DuplicateBeneficiary(BankError):
@@ -77,8 +87,17 @@ def standing_order_create(
     start_date: date,
     end_date: date | None = None,
     description: str = "",
+    step_up_token: str | None = None,
 ) -> StandingOrder:
-    """Schedule a recurring transfer from the customer's account. Validated now, executed by the beat task."""
+    """Schedule a recurring transfer from the customer's account; the beat task pays it.
+
+    A standing order is an authority to pay again and again, so it is authorised like a
+    transfer of its amount: above the per-transfer limit it is refused (LimitExceeded);
+    above the step-up threshold it needs a step-up token with purpose `standing_order`
+    bound to this amount and payee (StepUpRequired). Every run applies the limits again
+    (standing_order_execute). Atomic: the order, its audit row and the customer's alert
+    commit together; the token is consumed only if the order is created.
+    """
     source = BankAccount.objects.filter(pk=source_account_id, owner=owner).first()
     if source is None:
         raise AccountNotFound()
@@ -89,8 +108,24 @@ def standing_order_create(
         raise SameAccount()
     if source.currency != currency or destination.currency != currency:
         raise CurrencyMismatch()
+    limits = limits_for(user=owner, currency=currency)
+    amount_text = format_amount(amount, currency)
+    if amount > limits.per_transfer:
+        raise LimitExceeded(
+            "The amount is above your per-transfer limit.",
+            details={"limit": "per_transfer", "per_transfer": format_amount(limits.per_transfer, currency)},
+        )
     first_due = due_on_or_after(frequency=frequency, day=day, start=max(start_date, timezone.localdate()))
     with transaction.atomic():
+        if amount > limits.step_up_threshold:
+            step_up_consume(
+                user=owner,
+                token=step_up_token,
+                purpose=STANDING_ORDER_STEP_UP_PURPOSE,
+                amount=amount_text,
+                currency=currency,
+                payee=destination.iban,
+            )
         order = StandingOrder.objects.create(
             owner=owner,
             source_account=source,
@@ -111,11 +146,26 @@ def standing_order_create(
             action="standing_order.created",
             actor=owner,
             target=order,
-            details={
-                "amount": format_amount(amount, currency),
-                "currency": currency,
-                "to": mask_iban(destination_iban),
-            },
+            details={"amount": amount_text, "currency": currency, "to": mask_iban(destination_iban)},
+        )
+        # Told at once, on every channel: a stolen session must not set up payments quietly.
+        notices_queue(
+            journal=None,
+            notices=[
+                notice(
+                    user_id=owner.pk,
+                    event=Event.STANDING_ORDER_CREATED,
+                    context={
+                        "amount": amount_text,
+                        "currency": currency,
+                        "destination": mask_iban(destination_iban),
+                        "frequency": frequency,
+                        "first_due": order.next_due.isoformat() if order.next_due else "",
+                        "standing_order_id": str(order.pk),
+                    },
+                    key=str(order.pk),
+                )
+            ],
         )
     return order
 
@@ -143,9 +193,10 @@ def standing_order_execute(*, order_id: UUID, due_date: date) -> StandingOrderEx
 
     Atomic. Takes the order's row lock first, so concurrent runs for the same order
     serialise; the execution row is unique per (order, due_date), so a re-run returns
-    the earlier execution instead of paying twice. A refused transfer (insufficient
-    funds, frozen account, ...) is recorded as failed and the customer is notified.
-    Standing orders were authorised when created: no step-up, no daily limit.
+    the earlier execution instead of paying twice. The run is a transfer with every rule
+    but the second factor (given when the order was created): a run that would break the
+    per-transfer or 24-hour limit is skipped; any other refusal (insufficient funds, frozen
+    account, ...) fails. Either is recorded and the customer is told.
     """
     with transaction.atomic():
         order = StandingOrder.objects.select_for_update().select_related("owner").filter(pk=order_id).first()
@@ -167,18 +218,21 @@ def standing_order_execute(*, order_id: UUID, due_date: date) -> StandingOrderEx
                     currency=order.currency,
                     description=order.description or "Standing order",
                     kind=Transaction.Kind.STANDING_ORDER,
-                    enforce_limits=False,
+                    pre_authorised=True,
                 )
             execution.outcome = StandingOrderExecution.Outcome.POSTED
         except BankError as exc:
-            execution.outcome = StandingOrderExecution.Outcome.FAILED
+            skipped = isinstance(exc, LimitExceeded)
+            execution.outcome = (
+                StandingOrderExecution.Outcome.SKIPPED if skipped else StandingOrderExecution.Outcome.FAILED
+            )
             execution.error_code = exc.code
             notices_queue(
                 journal=None,
                 notices=[
                     notice(
                         user_id=order.owner_id,
-                        event=Event.STANDING_ORDER_FAILED,
+                        event=Event.STANDING_ORDER_SKIPPED if skipped else Event.STANDING_ORDER_FAILED,
                         context={
                             "amount": format_amount(order.amount, order.currency),
                             "currency": order.currency,
@@ -193,7 +247,7 @@ def standing_order_execute(*, order_id: UUID, due_date: date) -> StandingOrderEx
                 ],
             )
             audit_record(
-                action="standing_order.failed",
+                action=f"standing_order.{execution.outcome}",
                 actor="system:standing_orders",
                 target=order,
                 details={"due_date": due_date.isoformat(), "reason": exc.code},

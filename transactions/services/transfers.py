@@ -47,7 +47,7 @@ def transfer_create(
     description: str = "",
     step_up_token: str | None = None,
     kind: str = Transaction.Kind.TRANSFER,
-    enforce_limits: bool = True,
+    pre_authorised: bool = False,
 ) -> Transaction:
     """Move `amount` minor units from the customer's account to another account of this bank.
 
@@ -57,7 +57,9 @@ def transfer_create(
     raced past. Transient deadlock/serialization failures are retried (bounded).
     Raises AccountNotFound (not the caller's source), UnknownDestination, SameAccount,
     CurrencyMismatch, AccountFrozen, LimitExceeded, StepUpRequired, InsufficientFunds.
-    A step-up token is consumed only if the transfer posts.
+    A step-up token is consumed only if the transfer posts. `pre_authorised` is for a
+    payment the customer approved in advance with its own step-up (a standing order's run):
+    the limits still apply, only no second factor is asked for now.
     """
     # Called outside any transaction, the transfer's own ends with its posting, so that
     # statement can carry the COMMIT (one round trip fewer).
@@ -84,33 +86,32 @@ def transfer_create(
                 details={"source": source.currency, "destination": target.currency, "currency": currency}
             )
         amount_text = format_amount(amount, currency)
-        if enforce_limits:
-            if amount > limits.per_transfer:
-                raise LimitExceeded(
-                    "The amount is above your per-transfer limit.",
-                    details={"limit": "per_transfer", "per_transfer": format_amount(limits.per_transfer, currency)},
-                )
-            if amount > limits.remaining_today:
-                raise LimitExceeded(
-                    "The amount is above what is left of your 24-hour limit.",
-                    details={"limit": "daily", "remaining_today": format_amount(limits.remaining_today, currency)},
-                )
-            if amount > limits.step_up_threshold:
-                # No second factor for a transfer that would fail anyway.
-                if source.status != BankAccount.Status.ACTIVE or target.status != BankAccount.Status.ACTIVE:
-                    raise AccountFrozen()
-                available = available_balance(source, getattr(source, "held", 0))
-                if amount > available:
-                    raise InsufficientFunds(details={"available": format_amount(available, currency)})
-                # Raises StepUpRequired (403) unless the token is bound to exactly this amount and payee.
-                step_up_consume(
-                    user=user,
-                    token=step_up_token,
-                    purpose=STEP_UP_PURPOSE,
-                    amount=amount_text,
-                    currency=currency,
-                    payee=target.iban,
-                )
+        if amount > limits.per_transfer:
+            raise LimitExceeded(
+                "The amount is above your per-transfer limit.",
+                details={"limit": "per_transfer", "per_transfer": format_amount(limits.per_transfer, currency)},
+            )
+        if amount > limits.remaining_today:
+            raise LimitExceeded(
+                "The amount is above what is left of your 24-hour limit.",
+                details={"limit": "daily", "remaining_today": format_amount(limits.remaining_today, currency)},
+            )
+        if amount > limits.step_up_threshold and not pre_authorised:
+            # No second factor for a transfer that would fail anyway.
+            if source.status != BankAccount.Status.ACTIVE or target.status != BankAccount.Status.ACTIVE:
+                raise AccountFrozen()
+            available = available_balance(source, getattr(source, "held", 0))
+            if amount > available:
+                raise InsufficientFunds(details={"available": format_amount(available, currency)})
+            # Raises StepUpRequired (403) unless the token is bound to exactly this amount and payee.
+            step_up_consume(
+                user=user,
+                token=step_up_token,
+                purpose=STEP_UP_PURPOSE,
+                amount=amount_text,
+                currency=currency,
+                payee=target.iban,
+            )
 
         before = source.balance
         posting = posting_prepare(
@@ -126,9 +127,7 @@ def transfer_create(
         )
         journal = posting.journal
         source, target = posting.accounts[source.pk], posting.accounts[target.pk]
-        alerts = _alerts(
-            journal=journal, source=source, target=target, before=before, limits=limits if enforce_limits else None
-        )
+        alerts = _alerts(journal=journal, source=source, target=target, before=before, limits=limits)
         event = audit_event(
             action=f"{kind}.posted",
             actor=user,
@@ -148,7 +147,7 @@ def transfer_create(
 
 
 def _alerts(
-    *, journal: Transaction, source: BankAccount, target: BankAccount, before: int, limits: Limits | None
+    *, journal: Transaction, source: BankAccount, target: BankAccount, before: int, limits: Limits
 ) -> list[dict[str, Any]]:
     """Both customers' alerts, written with the posting (so only a posted transfer is
     announced); they are rendered and delivered after COMMIT, outside the row locks.
@@ -177,7 +176,7 @@ def _alerts(
                 key=key,
             )
         )
-    if limits is not None and (journal.amount or 0) > limits.step_up_threshold:
+    if (journal.amount or 0) > limits.step_up_threshold:
         notices.append(
             notice(
                 user_id=source.owner_id,

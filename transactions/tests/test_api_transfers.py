@@ -254,3 +254,24 @@ def test_business_rule_refusals_are_replayed_too(customer_client, accounts):
     cash_deposit(iban=source.iban, amount=10_000_000)
     again = send(customer_client, source.pk, destination.iban, "9999.00", key="k-3")
     assert again.status_code == 422 and again.json() == first.json()
+
+
+def test_a_retry_with_a_fresh_step_up_token_under_the_same_key_replays_and_pays_once(
+    customer, customer_client, accounts
+):
+    """The token is single use, so an app's retry after a lost answer carries a new one. It is
+    a credential, not part of the request: the retry must replay, not answer 422 and push the
+    app to a new key (and a second payment)."""
+    from accounts.tests.factories import step_up_token_for
+
+    source, destination = accounts
+    first_token = step_up_token_for(customer, amount="1500.00", currency="EUR", payee=destination.iban)
+    first = send(customer_client, source.pk, destination.iban, "1500.00", key="big-one", step_up_token=first_token)
+    assert first.status_code == 201, first.content
+    retry_token = step_up_token_for(customer, amount="1500.00", currency="EUR", payee=destination.iban)
+    retry = send(customer_client, source.pk, destination.iban, "1500.00", key="big-one", step_up_token=retry_token)
+    assert retry.status_code == 201 and retry.json() == first.json() and retry["Idempotent-Replayed"] == "true"
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+    # A business field that differs is still another request.
+    other = send(customer_client, source.pk, destination.iban, "1500.01", key="big-one", step_up_token=retry_token)
+    assert other.status_code == 422 and error_code(other) == "idempotency_key_reused"

@@ -42,12 +42,21 @@ def test_another_customers_beneficiary_and_standing_order_answer_404(customer_cl
     other = CustomerFactory()
     theirs = client_for(other).post("/api/v1/beneficiaries", {"name": "X", "iban": VALID_IBAN}).json()
     source, destination = open_account(other, balance=10_000), open_account(CustomerFactory())
-    order = client_for(other).post("/api/v1/standing-orders", _order_body(source, destination)).json()
+    order = _create_order(client_for(other), _order_body(source, destination)).json()
     for path in (f"/api/v1/beneficiaries/{theirs['id']}", f"/api/v1/standing-orders/{order['id']}"):
         assert customer_client.get(path).status_code == 404
         assert customer_client.delete(path).status_code == 404
     assert customer_client.get("/api/v1/standing-orders").json()["results"] == []
     assert StandingOrder.objects.get(pk=order["id"]).status == "active"
+
+
+def _create_order(client, body, key=None, **extra):
+    """POST /standing-orders as an app does: with a fresh Idempotency-Key unless one is given."""
+    import uuid
+
+    return client.post(
+        "/api/v1/standing-orders", body, format="json", HTTP_IDEMPOTENCY_KEY=key or str(uuid.uuid4()), **extra
+    )
 
 
 def _order_body(source, destination, **overrides):
@@ -66,18 +75,15 @@ def _order_body(source, destination, **overrides):
 
 def test_standing_order_is_validated(customer, customer_client):
     source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
-    response = customer_client.post(
-        "/api/v1/standing-orders",
-        _order_body(source, destination, frequency="weekly", day=9, amount="0", end_date="2025-01-01"),
+    response = _create_order(
+        customer_client, _order_body(source, destination, frequency="weekly", day=9, amount="0", end_date="2025-01-01")
     )
     assert response.status_code == 400
     assert {"amount"} <= set(response.json()["error"]["details"])
-    response = customer_client.post(
-        "/api/v1/standing-orders", _order_body(source, destination, frequency="weekly", day=9)
-    )
+    response = _create_order(customer_client, _order_body(source, destination, frequency="weekly", day=9))
     assert set(response.json()["error"]["details"]) == {"day"}
     foreign = open_account(CustomerFactory(), balance=100)
-    assert customer_client.post("/api/v1/standing-orders", _order_body(foreign, destination)).status_code == 404
+    assert _create_order(customer_client, _order_body(foreign, destination)).status_code == 404
 
 
 def test_due_dates_clamp_to_the_end_of_short_months_and_follow_weekdays():
@@ -88,7 +94,7 @@ def test_due_dates_clamp_to_the_end_of_short_months_and_follow_weekdays():
 
 def test_standing_order_run_twice_for_one_due_date_pays_once(customer, customer_client):
     source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
-    order_id = customer_client.post("/api/v1/standing-orders", _order_body(source, destination)).json()["id"]
+    order_id = _create_order(customer_client, _order_body(source, destination)).json()["id"]
     order = StandingOrder.objects.get(pk=order_id)
     due = order.next_due
     first = standing_order_execute(order_id=order.pk, due_date=due)
@@ -104,7 +110,7 @@ def test_standing_order_run_twice_for_one_due_date_pays_once(customer, customer_
 
 def test_beat_task_pays_due_orders_and_a_rerun_pays_nothing_more(customer, customer_client):
     source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
-    customer_client.post("/api/v1/standing-orders", _order_body(source, destination))
+    _create_order(customer_client, _order_body(source, destination))
     order = StandingOrder.objects.get()
     today = order.next_due
     assert len(standing_orders_run_due(today=today)) == 1
@@ -116,7 +122,7 @@ def test_beat_task_pays_due_orders_and_a_rerun_pays_nothing_more(customer, custo
 
 def test_failed_execution_is_recorded_and_the_customer_notified(customer, customer_client):
     source, destination = open_account(customer, balance=1_000), open_account(CustomerFactory())
-    customer_client.post("/api/v1/standing-orders", _order_body(source, destination))
+    _create_order(customer_client, _order_body(source, destination))
     order = StandingOrder.objects.get()
     execution = standing_order_execute(order_id=order.pk, due_date=order.next_due)
     assert execution.outcome == "failed" and execution.error_code == "insufficient_funds"
@@ -131,7 +137,7 @@ def test_failed_execution_is_recorded_and_the_customer_notified(customer, custom
 
 def test_cancelled_order_is_not_executed(customer, customer_client):
     source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
-    order_id = customer_client.post("/api/v1/standing-orders", _order_body(source, destination)).json()["id"]
+    order_id = _create_order(customer_client, _order_body(source, destination)).json()["id"]
     due = StandingOrder.objects.get(pk=order_id).next_due
     assert customer_client.delete(f"/api/v1/standing-orders/{order_id}").status_code == 204
     assert standing_order_execute(order_id=order_id, due_date=due) is None
