@@ -239,6 +239,9 @@ SPECTACULAR_SETTINGS = {
 # --- API conventions ----------------------------------------------------------------
 # Largest request body accepted, in bytes; larger answers 413.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+# How many proxies in front of the app append to X-Forwarded-For (bankcore.api.client_ip);
+# 0 trusts no header and uses the socket address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 # --- CORS (closed unless origins are listed) ----------------------------------------

@@ -13,6 +13,8 @@ from typing import Any
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
+from bankcore.api.client_ip import client_ip
+
 
 class _LiveRateThrottle(SimpleRateThrottle):
     scope: str
@@ -21,6 +23,10 @@ class _LiveRateThrottle(SimpleRateThrottle):
         # Read the rates now, not at import, so settings can change them (tests, reloads).
         rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES
         return rates.get(self.scope)
+
+    def get_ident(self, request: Any) -> str:
+        # Not DRF's: it trusts X-Forwarded-For unless NUM_PROXIES is set, and is a second source.
+        return client_ip(request)
 
 
 class AuthIPThrottle(_LiveRateThrottle):

@@ -49,3 +49,58 @@ def test_attempts_on_one_account_from_many_ips_are_throttled(redis_flushed):
         )
         assert spray.status_code == 429
         assert "Retry-After" in spray
+
+
+def _login(client, email="u@example.com", **headers):
+    return client.post("/api/v1/auth/token", {"email": email, "password": "x"}, **headers)
+
+
+def test_a_rotating_x_forwarded_for_does_not_escape_the_per_ip_throttle(redis_flushed):
+    """With no trusted proxy the header is the client's own say: it must not name the counter."""
+    with override_settings(REST_FRAMEWORK=_rates(auth_ip="3/min")):
+        client = APIClient(REMOTE_ADDR="203.0.113.7")
+        statuses = [
+            _login(client, email=f"u{i}@example.com", HTTP_X_FORWARDED_FOR=f"10.0.{i // 250}.{i % 250}").status_code
+            for i in range(40)
+        ]
+    assert statuses[:3] == [401, 401, 401]
+    assert set(statuses[3:]) == {429}
+
+
+def test_behind_trusted_proxies_the_client_is_the_address_the_nearest_trusted_proxy_appended(redis_flushed):
+    with override_settings(REST_FRAMEWORK=_rates(auth_ip="2/min"), TRUSTED_PROXY_COUNT=1):
+        balancer = APIClient(REMOTE_ADDR="10.0.0.2")
+        # The client forges the left part; the balancer appends the address it saw.
+        for forged in ("1.1.1.1", "2.2.2.2"):
+            assert _login(balancer, HTTP_X_FORWARDED_FOR=f"{forged}, 198.51.100.20").status_code == 401
+        assert _login(balancer, HTTP_X_FORWARDED_FOR="3.3.3.3, 198.51.100.20").status_code == 429
+        # Another client behind the same balancer has its own counter.
+        assert _login(balancer, HTTP_X_FORWARDED_FOR="198.51.100.21").status_code == 401
+        # A header shorter than the proxy chain, or garbage, falls back to the socket address.
+        assert _login(balancer, HTTP_X_FORWARDED_FOR="not-an-ip").status_code == 401
+    keys = {key.decode() for key in redis.Redis.from_url(settings.REDIS_URL).keys("*throttle_auth_ip_*")}
+    assert any(key.endswith("198.51.100.20") for key in keys)
+    assert not any("1.1.1.1" in key or "3.3.3.3" in key for key in keys)
+
+
+def test_audit_rows_sessions_and_new_login_alerts_carry_the_one_derived_client_ip(redis_flushed):
+    from accounts.models import LoginSession
+    from accounts.tests.factories import PASSWORD, UserFactory, tokens_for
+    from bankcore.models import AuditEvent
+    from notifications.models import Notification
+
+    user = UserFactory()
+    tokens_for(user)  # an earlier login from another app, so this one is announced
+    with override_settings(TRUSTED_PROXY_COUNT=1):
+        response = APIClient(REMOTE_ADDR="10.0.0.2").post(
+            "/api/v1/auth/token",
+            {"email": user.email, "password": PASSWORD},
+            HTTP_X_FORWARDED_FOR="192.0.2.66, 198.51.100.30",
+            HTTP_USER_AGENT="BankApp/2.0 (tablet)",
+        )
+    assert response.status_code == 200, response.content
+    session = LoginSession.objects.get(user=user, user_agent__startswith="BankApp")
+    assert session.ip == "198.51.100.30"
+    assert AuditEvent.objects.get(action="auth.login", details__session=str(session.pk)).ip == "198.51.100.30"
+    alert = Notification.objects.get(user=user, event="new_device_login")
+    assert "198.51.100.30" in alert.body and "192.0.2.66" not in alert.body

@@ -16,6 +16,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
 from django_otp.middleware import OTPMiddleware
 
+from bankcore.api.client_ip import client_ip
 from bankcore.api.errors import error_response
 from bankcore.api.logging import RequestMeta, request_meta_var
 
@@ -34,7 +35,7 @@ class RequestIDMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         meta = RequestMeta(
             request_id=request_id,
-            ip=request.META.get("REMOTE_ADDR"),
+            ip=client_ip(request) or None,
             user_agent=request.headers.get("User-Agent", "")[:512],
         )
         # Not reset on the way out: Django logs the response after the middleware chain
