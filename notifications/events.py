@@ -16,6 +16,10 @@ class Event(StrEnum):
     STANDING_ORDER_FAILED = "standing_order_failed"
     STANDING_ORDER_CREATED = "standing_order_created"
     STANDING_ORDER_SKIPPED = "standing_order_skipped"
+    CONTACT_CHANGE_REQUESTED = "contact_change_requested"
+    CONTACT_CHANGED = "contact_changed"
+    # The code that proves a new e-mail or phone: sent only to that contact, never to the inbox.
+    CONTACT_VERIFICATION = "contact_verification"
     NEW_DEVICE = "new_device"
     NEW_DEVICE_LOGIN = "new_device_login"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 - an event name
@@ -37,6 +41,8 @@ SECURITY_EVENTS = frozenset(
         Event.TWO_FACTOR_CHANGED,
         Event.ACCOUNT_LOCKED,
         Event.STANDING_ORDER_CREATED,
+        Event.CONTACT_CHANGE_REQUESTED,
+        Event.CONTACT_CHANGED,
     }
 )
 
@@ -57,6 +63,9 @@ DEFAULT_CHANNELS: dict[Event, tuple[str, ...]] = {
     Event.STANDING_ORDER_FAILED: ("push", "email"),
     Event.STANDING_ORDER_CREATED: _ALL,
     Event.STANDING_ORDER_SKIPPED: ("push", "email"),
+    Event.CONTACT_CHANGE_REQUESTED: _ALL,
+    Event.CONTACT_CHANGED: _ALL,
+    Event.CONTACT_VERIFICATION: (),
     Event.NEW_DEVICE: _ALL,
     Event.NEW_DEVICE_LOGIN: _ALL,
     Event.PASSWORD_CHANGED: _ALL,

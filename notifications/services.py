@@ -110,6 +110,33 @@ def notify(
     return [inbox]
 
 
+def send_contact_code(*, user: Any, channel: str, address: str, code: str, key: str) -> None:
+    """Send the code that proves `address` (a new e-mail or phone of `user`, not yet on the
+    record) on `channel` ("email" or "sms"), once per `key`.
+
+    No inbox row: the code must reach only that address, not whoever holds a session.
+    Atomic with the caller's transaction; sent after COMMIT like every delivery.
+    """
+    event = Event.CONTACT_VERIFICATION
+    rendered = render_event(event.value, {"code": code}, channels=[channel])
+    now = timezone.now()
+    with transaction.atomic(savepoint=False):
+        row = _delivery_row(
+            user=user,
+            event=event.value,
+            channel=channel,
+            rendered=rendered,
+            key=f"{event.value}:{key}",
+            due=now,
+            now=now,
+            recipient=address,
+        )
+        if row is None:
+            raise InvalidNotificationRequest(f"A contact code cannot go by {channel}.")
+        Delivery.objects.bulk_create([row], ignore_conflicts=True)
+        _publish_on_commit([row.id], now)
+
+
 class _PublishAfterCommit:
     """One on-commit publish for every notify() of a transaction (a transfer notifies two
     customers: one broker round trip, not two)."""
@@ -146,15 +173,20 @@ def _delivery_row(
     due: datetime,
     now: datetime,
     incident_update: IncidentUpdate | None = None,
+    recipient: str = "",
 ) -> Delivery | None:
+    """The outbox row for one channel, addressed now: to `recipient` if given, else to the
+    user's alert contact (the notification e-mail / phone if set, else the login one)."""
     if channel == Channel.EMAIL:
-        if not user.email:
+        recipient = recipient or user.notification_email or user.email
+        if not recipient:
             return None
-        recipient, subject, body, html, details = user.email, rendered.title, rendered.body, rendered.html, {}
+        subject, body, html, details = rendered.title, rendered.body, rendered.html, {}
     elif channel == Channel.SMS:
-        if not user.phone:
+        recipient = recipient or user.notification_phone or user.phone
+        if not recipient:
             return None
-        recipient, subject, body, html = user.phone, "", rendered.sms, ""
+        subject, body, html = "", rendered.sms, ""
         details = {"segments": sms_segments(rendered.sms)}
     else:
         recipient, subject, body, html, details = "", rendered.title, rendered.push_body, "", {}
@@ -793,7 +825,12 @@ def incident_fanout_step(*, update_id: UUID | str, batch_size: int | None = None
         customers = incident_audience(affected).order_by("pk")
         if update.fanout_cursor is not None:
             customers = customers.filter(pk__gt=update.fanout_cursor)
-        batch = [_Recipient(*row) for row in customers.values_list("pk", "email", "phone")[:batch_size]]
+        batch = [
+            _Recipient(*row)
+            for row in customers.values_list("pk", "email", "phone", "notification_email", "notification_phone")[
+                :batch_size
+            ]
+        ]
         channels_of = _channels_by_customer(event=event, channels=update.channels, customer_ids=[c.pk for c in batch])
         now = timezone.now()
         key = f"incident:{update.pk}" if update.incident_id else f"maintenance:{update.pk}"
@@ -843,6 +880,8 @@ class _Recipient(NamedTuple):
     pk: UUID
     email: str
     phone: str
+    notification_email: str
+    notification_phone: str
 
 
 def incident_fanout_run(*, update_id: UUID | str) -> FanoutStep:

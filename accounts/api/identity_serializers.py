@@ -8,6 +8,7 @@ import phonenumbers
 from rest_framework import serializers
 
 from accounts.models import Device, User
+from accounts.services.contacts import pending_contact_changes
 from accounts.services.devices import parse_public_key
 from accounts.services.two_factor import totp_enabled
 
@@ -30,6 +31,10 @@ class PhoneField(serializers.CharField):
 
 
 class UserOutput(serializers.ModelSerializer):
+    pending_contacts = serializers.SerializerMethodField(
+        help_text="Contacts waiting for the code sent to them, {field: new value}; the fields above keep the "
+        "verified ones until then."
+    )
     totp_enabled = serializers.SerializerMethodField()
     locked = serializers.SerializerMethodField()
     national_id_masked = serializers.SerializerMethodField(help_text="Last 4 characters only; never the full number.")
@@ -46,6 +51,7 @@ class UserOutput(serializers.ModelSerializer):
             "national_id_masked",
             "email_verified",
             "phone_verified",
+            "pending_contacts",
             "totp_enabled",
             "locked",
             "locked_until",
@@ -53,6 +59,9 @@ class UserOutput(serializers.ModelSerializer):
             "date_joined",
         ]
         read_only_fields = fields
+
+    def get_pending_contacts(self, user: User) -> dict[str, str]:
+        return pending_contact_changes(user=user)
 
     def get_totp_enabled(self, user: User) -> bool:
         return totp_enabled(user=user)
@@ -72,13 +81,27 @@ class RegisterInput(serializers.Serializer):
 
 
 class ProfileInput(serializers.Serializer):
-    """Only these can change; anything else in the body (is_staff, email, lock state...) is ignored."""
+    """Only these can change; anything else in the body (is_staff, lock state...) is ignored.
+
+    A contact (email, phone, notification_email, notification_phone) needs `step_up_token`
+    (purpose `contact_change`, payee = the new value) and applies once the code sent to the
+    new contact is confirmed (POST /api/v1/me/contacts/confirm). One contact per request.
+    """
 
     full_name = serializers.CharField(max_length=200, required=False)
+    email = serializers.EmailField(max_length=254, required=False)
     phone = PhoneField(max_length=32, required=False)
     notification_email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
     notification_phone = PhoneField(max_length=32, required=False, allow_blank=True)
     national_id = serializers.CharField(max_length=64, required=False, allow_blank=True, write_only=True)
+    step_up_token = serializers.CharField(
+        max_length=512, required=False, allow_blank=True, write_only=True, help_text="Needed for a contact change."
+    )
+
+
+class ContactConfirmInput(serializers.Serializer):
+    field = serializers.ChoiceField(choices=["email", "phone", "notification_email", "notification_phone"])
+    code = serializers.CharField(max_length=16, help_text="The code sent to the new contact.")
 
 
 class PasswordChangeInput(serializers.Serializer):
@@ -176,9 +199,20 @@ class DecimalStringField(serializers.CharField):
 
 class StepUpInput(serializers.Serializer):
     purpose = serializers.CharField(max_length=32, help_text="What is approved, e.g. `transfer`.")
-    amount = DecimalStringField(max_length=32, help_text='Decimal string, e.g. "1500.00".')
-    currency = serializers.CharField(max_length=3)
-    payee = serializers.CharField(max_length=64, help_text="Destination IBAN.")
+    amount = DecimalStringField(
+        max_length=32,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text='Decimal string, e.g. "1500.00". Not used for `contact_change`.',
+    )
+    currency = serializers.CharField(max_length=3, required=False, allow_blank=True, default="")
+    payee = serializers.CharField(
+        max_length=254,
+        allow_blank=True,
+        help_text="Destination IBAN; for `contact_change` the new e-mail or phone (E.164), or empty to remove "
+        "an alert contact.",
+    )
     code = serializers.CharField(max_length=32, required=False, help_text="TOTP or backup code.")
     device_id = serializers.UUIDField(required=False)
     challenge = serializers.CharField(max_length=64, required=False, help_text="From /auth/device/challenge.")

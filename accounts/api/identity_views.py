@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from accounts.api import identity_serializers as s
 from accounts.api.throttles import AUTH_THROTTLES
 from accounts.models import Device, User
-from accounts.services import authentication, devices, sessions, step_up, two_factor, users
+from accounts.services import authentication, contacts, devices, sessions, step_up, two_factor, users
 
 _ERROR = OpenApiResponse(response={"$ref": "#/components/schemas/Error"})  # type: ignore[arg-type]
 _NO_CONTENT = OpenApiResponse(description="Done; no body.")
@@ -111,10 +111,36 @@ class MeView(APIView):
     def get(self, request: Request) -> Response:
         return Response(s.UserOutput(_customer(request)).data)
 
-    @extend_schema(tags=["identity"], request=s.ProfileInput, responses={200: s.UserOutput})
+    @extend_schema(
+        tags=["identity"],
+        request=s.ProfileInput,
+        responses={200: s.UserOutput, 403: _ERROR},
+        description="A contact change (email, phone, notification_email, notification_phone) needs `step_up_token` "
+        "(purpose `contact_change`, payee = the new value), else 403 `step_up_required`; the current contacts are "
+        "told, a code goes to the new one, and the change shows in `pending_contacts` until confirmed.",
+    )
     def patch(self, request: Request) -> Response:
         changes = _valid(s.ProfileInput, request, partial=True)
-        user = users.profile_update(user=_customer(request), actor=_customer(request), changes=changes)
+        token = changes.pop("step_up_token", "") or None
+        user = users.profile_update(
+            user=_customer(request), actor=_customer(request), changes=changes, step_up_token=token
+        )
+        return Response(s.UserOutput(user).data)
+
+
+class ContactConfirmView(APIView):
+    permission_classes = [IsAuthenticated]
+    throttle_classes = AUTH_THROTTLES
+
+    @extend_schema(
+        tags=["identity"],
+        request=s.ContactConfirmInput,
+        responses={200: s.UserOutput, 400: _ERROR},
+        description="Apply a pending contact change with the code sent to the new contact (valid 30 minutes, 5 tries).",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.ContactConfirmInput, request)
+        user = contacts.contact_change_confirm(user=_customer(request), field=data["field"], code=data["code"])
         return Response(s.UserOutput(user).data)
 
 

@@ -16,6 +16,7 @@ urlpatterns: list = [
     path("auth/device/token", views.DeviceTokenView.as_view(), name="auth-device-token"),
     path("auth/step-up", views.StepUpView.as_view(), name="auth-step-up"),
     path("me", views.MeView.as_view(), name="me"),
+    path("me/contacts/confirm", views.ContactConfirmView.as_view(), name="me-contacts-confirm"),
     path("devices", views.DeviceListView.as_view(), name="devices"),
     path("devices/<uuid:device_id>", views.DeviceDetailView.as_view(), name="device-detail"),
 ]

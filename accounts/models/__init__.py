@@ -1,4 +1,5 @@
 from accounts.models.bank_accounts import BankAccount
+from accounts.models.contacts import ContactChange
 from accounts.models.devices import Device, DeviceChallenge
 from accounts.models.sessions import LoginSession, MfaChallenge
 from accounts.models.step_up import StepUpToken
@@ -7,6 +8,7 @@ from accounts.models.users import User
 
 __all__ = [
     "BankAccount",
+    "ContactChange",
     "Device",
     "DeviceChallenge",
     "LoginSession",

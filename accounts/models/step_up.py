@@ -13,7 +13,10 @@ class StepUpToken(models.Model):
     purpose = models.CharField(max_length=32)
     amount = models.CharField(max_length=32, help_text="Normalised decimal string, e.g. 100.00.")
     currency = models.CharField(max_length=3)
-    payee = models.CharField(max_length=34, help_text="Destination IBAN, uppercase without spaces.")
+    payee = models.CharField(
+        max_length=254,
+        help_text="Destination IBAN, uppercase without spaces; for contact_change the new e-mail or phone.",
+    )
     method = models.CharField(max_length=16)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()

@@ -33,19 +33,44 @@ from bankcore.money import CURRENCY_EXPONENTS, InvalidAmount, format_amount, par
 
 STEP_UP_LIFETIME = timedelta(minutes=5)
 OPERATION_PREFIX = "bankcore-step-up:v1"
+# Changing where the bank reaches the customer: no amount, the payee is the new contact.
+CONTACT_CHANGE_PURPOSE = "contact_change"
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _PAYEE = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{1,30}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def normalise_contact(value: str) -> str:
+    """A new contact as it is bound and stored: e-mail lowercased, phone in E.164 without
+    spaces; "" removes an alert contact. Raises ValueError for anything else."""
+    value = (value or "").strip()
+    if "@" in value:
+        if len(value) > 254 or not _EMAIL.match(value):
+            raise ValueError("Not a valid e-mail address.")
+        return value.lower()
+    compact = "".join(value.split())
+    if compact and not _PHONE.match(compact):
+        raise ValueError("Must be the new e-mail address or phone number (E.164, e.g. +4915112345678).")
+    return compact
 
 
 def normalise_operation(*, purpose: str, amount: str, currency: str, payee: str) -> tuple[str, str, str, str]:
     """Canonical values, so "100.0" and "100.00", "de89 3704..." and "DE893704..." bind equally.
 
+    For `contact_change` the amount and currency are empty and the payee is the new contact.
     Raises BankError (400 invalid_request) with per-field details when a value is not valid.
     """
     errors: dict[str, list[str]] = {}
     purpose = (purpose or "").strip()
     if not _PURPOSE.match(purpose):
         errors["purpose"] = ["Lowercase letters, digits and _ (e.g. transfer), at most 32."]
+    if purpose == CONTACT_CHANGE_PURPOSE:
+        try:
+            contact = normalise_contact(payee)
+        except ValueError as exc:
+            raise BankError(details={"payee": [str(exc)]}) from None
+        return purpose, "", "", contact
     currency = (currency or "").strip().upper()
     normalised_amount = ""
     if currency not in CURRENCY_EXPONENTS:

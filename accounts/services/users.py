@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from accounts.exceptions import InvalidCredentials
 from accounts.models import User
+from accounts.services.contacts import CONTACT_FIELDS, contact_change_request
 from accounts.services.lockout import ensure_not_locked, record_auth_failure, record_auth_success
 from accounts.services.sessions import sessions_revoke
 from bankcore.api.exceptions import BankError
@@ -18,7 +19,7 @@ from notifications.events import Event
 from notifications.services import notify
 
 DUPLICATE_EMAIL = "An account with this e-mail address already exists. Log in or reset your password."
-PROFILE_FIELDS = ("full_name", "phone", "notification_email", "notification_phone", "national_id")
+PROFILE_FIELDS = ("full_name", "national_id")
 
 
 def _check_password(*, password: str, user: User) -> None:
@@ -47,22 +48,33 @@ def user_register(*, email: str, phone: str, full_name: str, password: str) -> U
     return user
 
 
-def profile_update(*, user: User, actor: User, changes: dict[str, Any]) -> User:
-    """Change the writable profile fields only; a new phone number needs verifying again. Audited.
+def profile_update(*, user: User, actor: User, changes: dict[str, Any], step_up_token: str | None = None) -> User:
+    """Change the customer's own profile. Atomic and audited; a refused change changes nothing.
 
-    The audit records which fields changed, never the national id itself.
+    `full_name` and `national_id` change at once (the audit records which fields changed,
+    never the national id). A contact (e-mail, phone, alert e-mail or phone) goes through
+    `contact_change_request`: step-up bound to the new value, the old contact told, applied
+    once the code sent to the new one is confirmed. One contact per request, since the
+    step-up token is bound to one new value.
     """
-    unknown = set(changes) - set(PROFILE_FIELDS)
+    unknown = set(changes) - set(PROFILE_FIELDS) - set(CONTACT_FIELDS)
     if unknown:
         raise BankError(details={field: ["This field cannot be changed."] for field in sorted(unknown)})
+    contacts = {field: value for field, value in changes.items() if field in CONTACT_FIELDS}
+    if len(contacts) > 1:
+        raise BankError(
+            "Change one contact per request: each needs its own step-up.",
+            details={field: ["Change one contact per request."] for field in sorted(contacts)},
+        )
     with transaction.atomic():
+        for field, value in contacts.items():
+            contact_change_request(user=user, field=field, new_value=value, step_up_token=step_up_token)
         user = User.objects.select_for_update().get(pk=user.pk)
-        changed = [field for field, value in changes.items() if getattr(user, field) != value]
+        changed = [
+            field for field, value in changes.items() if field in PROFILE_FIELDS and getattr(user, field) != value
+        ]
         for field in changed:
             setattr(user, field, changes[field])
-        if "phone" in changed:
-            user.phone_verified = False
-            changed.append("phone_verified")
         if changed:
             user.save(update_fields=changed)
             audit_record(action="user.profile_changed", actor=actor, target=user, details={"fields": sorted(changed)})

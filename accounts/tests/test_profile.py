@@ -67,18 +67,13 @@ def test_register_refuses_invalid_fields_with_per_field_details(field, value):
 
 def test_me_shows_the_profile_and_patch_changes_only_writable_fields():
     user = UserFactory(phone="+4915112345678")
-    user.phone_verified = True
-    user.save()
     client = authenticated_client(user)
     response = client.patch(
         "/api/v1/me",
         {
             "full_name": "Ada King",
-            "phone": "+447911123456",
-            "notification_email": "alerts@example.com",
             "national_id": "DE-1234-5678",
             "is_staff": True,
-            "email": "hijack@example.com",
             "email_verified": True,
             "locked_until": None,
             "failed_auth_attempts": 0,
@@ -87,18 +82,17 @@ def test_me_shows_the_profile_and_patch_changes_only_writable_fields():
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["full_name"] == "Ada King"
-    assert body["phone"] == "+447911123456"
-    assert body["phone_verified"] is False
     assert body["is_staff"] is False
     assert body["email"] == user.email
     assert body["email_verified"] is False
     assert body["national_id_masked"] == "••••5678"
+    assert body["pending_contacts"] == {}
     assert "national_id" not in body
     user.refresh_from_db()
     assert (user.is_staff, user.email, user.national_id) == (False, user.email, "DE-1234-5678")
     event = AuditEvent.objects.get(action="user.profile_changed", target_id=str(user.pk))
     assert "DE-1234-5678" not in str(event.details)
-    assert set(event.details["fields"]) >= {"full_name", "phone", "national_id"}
+    assert set(event.details["fields"]) == {"full_name", "national_id"}
 
 
 def test_me_needs_authentication():
