@@ -54,13 +54,19 @@ def test_readyz_reports_every_dependency_with_latency(client):
 def test_readyz_answers_503_naming_the_database_when_it_is_unreachable():
     from bankcore.testing import GunicornServer, process_env
 
-    env = process_env(DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere")
+    env = process_env(DATABASE_URL="postgres://secret_dba@127.0.0.1:1/nowhere_db")
     with GunicornServer(env=env, workers=1) as server:
         response = requests.get(f"{server.url}/readyz", timeout=20)
+        log = server.log_path.read_text(errors="replace")
     assert response.status_code == 503
     body = response.json()
     assert body["down"] == ["database"]
-    assert body["checks"]["database"]["status"] == "down"
+    assert body["checks"]["database"] == {"status": "down", "latency_ms": body["checks"]["database"]["latency_ms"]}
+    # The public answer names no host, port, user or database; the cause goes to the log.
+    for secret in ("127.0.0.1", "secret_dba", "nowhere_db", "5432", "Error", "connection"):
+        assert secret not in response.text
+    assert set(body) == {"status", "checks", "down"}
+    assert "readiness check database failed" in log
 
 
 @pytest.mark.django_db
