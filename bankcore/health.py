@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Callable
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
