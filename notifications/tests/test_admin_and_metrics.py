@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from prometheus_client import REGISTRY
@@ -14,6 +17,9 @@ from notifications import services
 from notifications.events import Event
 from notifications.models import Delivery, Incident, MaintenanceWindow
 from notifications.tests.servers import Answer
+
+# A day a week from now: a fixed date would expire (windows that have ended are not shown).
+WEEK_AHEAD = (timezone.now() + timedelta(days=7)).strftime("%Y-%m-%d")
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -152,9 +158,9 @@ def test_staff_schedule_and_announce_maintenance_in_the_admin_through_the_servic
         "title": "Core upgrade",
         "message": "Sunday 02:00-02:30.",
         "services": ["payments"],
-        "starts_at_0": "2026-12-06",
+        "starts_at_0": WEEK_AHEAD,
         "starts_at_1": "02:00:00",
-        "ends_at_0": "2026-12-06",
+        "ends_at_0": WEEK_AHEAD,
         "ends_at_1": "02:30:00",
     }
 
@@ -174,9 +180,9 @@ def test_admin_shows_form_errors_for_a_window_ending_before_it_starts(staff_clie
     form = {
         "title": "Backwards",
         "message": "x",
-        "starts_at_0": "2026-12-06",
+        "starts_at_0": WEEK_AHEAD,
         "starts_at_1": "03:00:00",
-        "ends_at_0": "2026-12-06",
+        "ends_at_0": WEEK_AHEAD,
         "ends_at_1": "02:00:00",
         "announce": "on",
     }

@@ -22,6 +22,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pyt
 NOBODY = "nobody-listens-here"
 
 
+def _window_ahead(days: int = 7, minutes: int = 30) -> tuple[str, str, str]:
+    """A window a week ahead (relative to now, so the test never expires): start and end as
+    the command takes them, and the day as the announcement prints it."""
+    start = (timezone.now() + timedelta(days=days)).replace(hour=2, minute=0, second=0, microsecond=0)
+    end = start + timedelta(minutes=minutes)
+    return start.isoformat(), end.isoformat(), start.strftime("%Y-%m-%d")
+
+
 def test_schedule_maintenance_announces_it_by_email_and_push_as_preferences_allow(
     providers, notifications_worker, api_client
 ):
@@ -34,13 +42,14 @@ def test_schedule_maintenance_announces_it_by_email_and_push_as_preferences_allo
     NotificationPreference.objects.create(user=no_push, event="maintenance_scheduled", channel="push", enabled=False)
     UserFactory(email="staff@bank.example", is_staff=True)
     out, err = io.StringIO(), io.StringIO()
+    start, end, day = _window_ahead()
 
     call_command(
         "schedule_maintenance",
         "--start",
-        "2026-12-06T02:00+00:00",
+        start,
         "--end",
-        "2026-12-06T02:30+00:00",
+        end,
         "--service",
         "payments",
         "--title",
@@ -60,7 +69,7 @@ def test_schedule_maintenance_announces_it_by_email_and_push_as_preferences_allo
     sample = providers.smtp.messages[0]
     assert sample["Subject"] == "Planned maintenance: Core upgrade"
     assert (
-        "From 2026-12-06 02:00 UTC until 2026-12-06 02:30 UTC: Card payments pause for 30 minutes."
+        f"From {day} 02:00 UTC until {day} 02:30 UTC: Card payments pause for 30 minutes."
         in sample.get_body(("plain",)).get_content()
     )
     pushed = Counter(r.json["message"]["token"] for r in providers.push.received())
@@ -98,16 +107,18 @@ def test_maintenance_announcement_is_resumable_and_exactly_once_per_customer(set
 
 
 def test_schedule_maintenance_refuses_a_window_that_ends_before_it_starts_and_records_nothing():
+    start, _, _ = _window_ahead()
+    before_start = (timezone.datetime.fromisoformat(start) - timedelta(hours=1)).isoformat()
     with pytest.raises(CommandError, match="Must be after starts_at"):
         call_command(
             "schedule_maintenance",
-            *("--start", "2026-12-06T03:00", "--end", "2026-12-06T02:00"),
+            *("--start", start, "--end", before_start),
             *("--title", "Backwards", "--message", "x", "--no-wait"),
         )
     with pytest.raises(CommandError, match="Not a date and time"):
         call_command(
             "schedule_maintenance",
-            *("--start", "sunday", "--end", "2026-12-06T02:00", "--title", "t", "--message", "x"),
+            *("--start", "sunday", "--end", start, "--title", "t", "--message", "x"),
         )
     assert not MaintenanceWindow.objects.exists() and not IncidentUpdate.objects.exists()
 
@@ -116,10 +127,11 @@ def test_schedule_maintenance_without_announcing_only_shows_it_on_status(setting
     settings.NOTIFICATIONS_QUEUE = NOBODY
     UserFactory()
     out = io.StringIO()
+    start, end, _ = _window_ahead(minutes=120)
 
     call_command(
         "schedule_maintenance",
-        *("--start", "2026-12-06T02:00", "--end", "2026-12-06T04:00"),
+        *("--start", start, "--end", end),
         *("--title", "Quiet", "--message", "m", "--no-announce"),
         stdout=out,
         stderr=io.StringIO(),

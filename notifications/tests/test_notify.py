@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from django.db import transaction
@@ -69,7 +69,11 @@ def test_quiet_hours_hold_back_marketing_only():
     assert services.quiet_hours_end(quiet=quiet, now=late_evening) == datetime(2026, 6, 2, 5, 0, tzinfo=UTC)
     assert services.quiet_hours_end(quiet=quiet, now=datetime(2026, 6, 1, 10, 0, tzinfo=UTC)) is None
 
-    QuietHours.objects.filter(user=user).update(start=time(0, 0), end=time(23, 59), timezone="UTC")
+    # Quiet now: a window around the current time (it may wrap midnight, as 22:00-07:00 does).
+    # A fixed 00:00-23:59 would not be quiet in the last minute of the day.
+    now = datetime.now(UTC)
+    around_now = {"start": (now - timedelta(hours=1)).time(), "end": (now + timedelta(hours=1)).time()}
+    QuietHours.objects.filter(user=user).update(**around_now, timezone="UTC")
     services.notify(user=user, event=Event.PRODUCT_NEWS, context={"message": "New savings account"})
     services.notify(user=user, event=Event.ACCOUNT_LOCKED, context={})
 
