@@ -93,6 +93,14 @@ def test_deleting_a_chains_tail_and_rewinding_its_head_after_a_checkpoint_fails_
     assert chain_is_consistent_in_itself()  # what verification alone saw: "intact"
     with pytest.raises(CommandError, match=rf"#{events[4].pk}: chain 3 is shorter than its last checkpoint"):
         verify()
+    from bankcore.tasks import verify_audit_log  # the daily beat task checks the same
+
+    assert verify_audit_log.apply().get() == {
+        "ok": False,
+        "event_id": events[4].pk,
+        "reason": "chain 3 is shorter than its last checkpoint: it ends at "
+        f"#{events[2].pk}, the checkpoint anchored 5 rows up to this row (tail deleted, head rewound)",
+    }
 
 
 def test_a_new_checkpoint_is_refused_when_a_chain_no_longer_extends_the_last_one(settings):
