@@ -23,7 +23,8 @@ WORKDIR /app
 COPY --chown=bank:bank . /app
 # collectstatic needs settings but no secrets or database: give it throwaway values at build time only.
 RUN SECRET_KEY=build-only-not-a-secret-build-only-not-a-secret-000000 DATABASE_URL=sqlite:////tmp/build.db \
-    python manage.py collectstatic --noinput --verbosity 0 && mkdir -p /app/var && chown -R bank:bank /app/var /app/staticfiles
+    AUDIT_HMAC_KEY=build-only-not-a-secret-build-only-000 \
+    python manage.py collectstatic --noinput --verbosity 0 && mkdir -p /app/var/audit-checkpoints && chown -R bank:bank /app/var /app/staticfiles
 USER bank
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"

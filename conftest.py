@@ -45,6 +45,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("!", f"SKIPPED {count} tests: {reason}", red=True, bold=True)
 
 
+@pytest.fixture(autouse=True)
+def audit_checkpoints_in_tmp(settings: Any, tmp_path: Any) -> None:
+    """Each test's audit checkpoints in a directory of its own, never the developer's var/ ones."""
+    settings.AUDIT_CHECKPOINT_DIR = str(tmp_path / "audit-checkpoints")
+    settings.AUDIT_CHECKPOINT_S3_BUCKET = ""
+
+
 @pytest.fixture
 def api_client():
     from rest_framework.test import APIClient

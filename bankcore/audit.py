@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,14 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical_content(event)).hexdigest()
 
 
+GENESIS_HASH = "0" * 64  # what the first row of every chain names as its predecessor
+
+
+def configured_chains() -> int:
+    """How many chains appends are spread over (AUDIT_CHAINS, within 1..MAX_AUDIT_CHAINS)."""
+    return min(max(int(getattr(settings, "AUDIT_CHAINS", 1)), 1), MAX_AUDIT_CHAINS)
+
+
 def _connection_chain() -> int:
     """The chain this database connection appends to.
 
@@ -47,7 +55,7 @@ def _connection_chain() -> int:
     chain head (no lock-order deadlocks between heads), and concurrent connections
     mostly land on different chains.
     """
-    chains = min(max(int(getattr(settings, "AUDIT_CHAINS", 1)), 1), MAX_AUDIT_CHAINS)
+    chains = configured_chains()
     db = connections[DEFAULT_DB_ALIAS]
     if chains == 1 or db.vendor != "postgresql":
         return 1
@@ -183,32 +191,107 @@ class ChainBreak:
     reason: str
 
 
-def verify_chain(batch_size: int = 5000) -> Iterator[int | ChainBreak]:
-    """Walk every chain in id order; yield the number of rows checked so far, or the first break."""
-    chains = set(AuditChainHead.objects.values_list("id", flat=True))
+@dataclass(frozen=True)
+class ChainMark:
+    """Where one chain stood: its newest event, that event's hash, and how many events it held.
+
+    What a checkpoint (bankcore/audit_checkpoint.py) anchors outside the database.
+    """
+
+    chain: int
+    last_event_id: int
+    last_hash: str
+    row_count: int
+
+
+def link_break(prev_hash: str, event: AuditEvent) -> ChainBreak | None:
+    """Why `event` does not follow a row whose hash is `prev_hash`, or None when it does."""
+    if event.prev_hash != prev_hash:
+        return ChainBreak(event.id, "prev_hash does not match the previous row's hash (row missing or edited)")
+    if chain_hash(prev_hash, event) != event.hash:
+        return ChainBreak(event.id, "content does not match its hash (row edited)")
+    return None
+
+
+def _mark_break(mark: ChainMark, event: AuditEvent, row_count: int) -> ChainBreak | None:
+    """Why the chain's row at the checkpointed event differs from what the checkpoint anchored."""
+    if event.hash != mark.last_hash:
+        return ChainBreak(
+            event.id,
+            f"differs from the last checkpoint: chain {mark.chain} was rewritten at or before this row "
+            f"(hash {event.hash[:12]}..., checkpoint {mark.last_hash[:12]}...)",
+        )
+    if row_count != mark.row_count:
+        return ChainBreak(
+            event.id,
+            f"chain {mark.chain} holds {row_count} rows up to this row, its last checkpoint {mark.row_count} "
+            "(rows removed or inserted)",
+        )
+    return None
+
+
+def verify_chain(batch_size: int = 5000, *, checkpoint: Iterable[ChainMark] = ()) -> Iterator[int | ChainBreak]:
+    """Walk every chain in id order; yield the number of rows checked so far, or the first break.
+
+    Every chain 1..AUDIT_CHAINS is walked, and any other that a head, a row or the checkpoint
+    names. Each row must name its predecessor's hash and match its own; each chain's head must
+    point at its newest row. Against `checkpoint` (the heads last anchored outside the database)
+    each chain must still hold the checkpointed event, with the checkpointed hash, as its
+    row_count-th row: a chain that is gone, shorter (tail deleted, head rewound) or re-chained
+    from an edited row breaks, though it may be consistent in itself. Takes no locks: rows
+    appended while it runs are walked too, or left for the next run.
+    """
+    marks = {mark.chain: mark for mark in checkpoint}
+    chains = set(range(1, configured_chains() + 1)) | set(marks)
+    chains |= set(AuditChainHead.objects.values_list("id", flat=True))
     chains |= set(AuditEvent.objects.values_list("chain", flat=True).distinct())
     checked = 0
     for chain in sorted(chains):
-        prev_hash = "0" * 64
+        mark = marks.get(chain)
+        prev_hash = GENESIS_HASH
         last_id = 0
+        row_count = 0
         while True:
             batch = list(AuditEvent.objects.filter(chain=chain, id__gt=last_id).order_by("id")[:batch_size])
             if not batch:
+                # Rows appended after the query moved the head on: walk them too. A head behind
+                # the newest row, or no head, means rows were deleted and the head rewound.
+                head = AuditChainHead.objects.filter(id=chain).first()
+                if head is not None and head.last_event_id > last_id:
+                    if AuditEvent.objects.filter(chain=chain, id__gt=last_id).exists():
+                        continue
+                    yield ChainBreak(head.last_event_id, f"the newest rows of chain {chain} are missing")
+                    return
                 break
             for event in batch:
-                if event.prev_hash != prev_hash:
+                if mark is not None and last_id < mark.last_event_id < event.id:
                     yield ChainBreak(
-                        event.id, "prev_hash does not match the previous row's hash (row missing or edited)"
+                        mark.last_event_id,
+                        f"chain {chain} no longer holds this row, the newest its last checkpoint anchored "
+                        "(rows deleted)",
                     )
                     return
-                if chain_hash(prev_hash, event) != event.hash:
-                    yield ChainBreak(event.id, "content does not match its hash (row edited)")
+                broken = link_break(prev_hash, event)
+                row_count += 1
+                if broken is None and mark is not None and event.id == mark.last_event_id:
+                    broken = _mark_break(mark, event, row_count)
+                if broken is not None:
+                    yield broken
                     return
                 prev_hash = event.hash
                 last_id = event.id
                 checked += 1
             yield checked
-        head = AuditChainHead.objects.filter(id=chain).first()
-        if head is not None and head.last_event_id != last_id:
-            yield ChainBreak(head.last_event_id, f"the newest rows of chain {chain} are missing")
+        if mark is not None and last_id < mark.last_event_id:
+            if last_id == 0:
+                reason = f"chain {chain} is missing; its last checkpoint anchored {mark.row_count} rows up to this row"
+            else:
+                reason = (
+                    f"chain {chain} is shorter than its last checkpoint: it ends at #{last_id}, the checkpoint "
+                    f"anchored {mark.row_count} rows up to this row (tail deleted, head rewound)"
+                )
+            yield ChainBreak(mark.last_event_id, reason)
+            return
+        if last_id and (head is None or head.last_event_id != last_id or head.last_hash != prev_hash):
+            yield ChainBreak(last_id, f"the head of chain {chain} does not point at its newest row")
             return

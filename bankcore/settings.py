@@ -10,6 +10,7 @@ Every key below can be set in the environment or in a ``.env`` file next to mana
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -254,6 +255,23 @@ ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip("/") + "/"
 # --- Audit log ----------------------------------------------------------------------
 # Independent hash chains (1-64). More chains, less queueing of concurrent writers.
 AUDIT_CHAINS = env.int("AUDIT_CHAINS", default=16)
+# Checkpoints anchor the chains outside the database (bankcore/audit_checkpoint.py): the heads,
+# HMAC-SHA256-signed with a key the database never sees. Comma-separated keys, newest first:
+# the first signs, any verifies, so a new key can be put in front and old checkpoints still verify.
+AUDIT_HMAC_KEY = [key.strip() for key in env.list("AUDIT_HMAC_KEY", default=[]) if key.strip()]
+if PRODUCTION and (not AUDIT_HMAC_KEY or any(len(key) < 32 for key in AUDIT_HMAC_KEY)):
+    raise ImproperlyConfigured("AUDIT_HMAC_KEY must be set in production (comma-separated keys, each 32+ chars).")
+if not AUDIT_HMAC_KEY:
+    AUDIT_HMAC_KEY = [hashlib.sha256(b"bankcore-audit-hmac:" + SECRET_KEY.encode()).hexdigest()]
+# Where checkpoints go: S3-compatible storage when a bucket is set, else this directory.
+AUDIT_CHECKPOINT_DIR = env.str("AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR / "audit-checkpoints"))
+AUDIT_CHECKPOINT_S3_BUCKET = env.str("AUDIT_CHECKPOINT_S3_BUCKET", default="")
+AUDIT_CHECKPOINT_S3_PREFIX = env.str("AUDIT_CHECKPOINT_S3_PREFIX", default="audit-checkpoints/")
+AUDIT_CHECKPOINT_S3_ENDPOINT_URL = env.str("AUDIT_CHECKPOINT_S3_ENDPOINT_URL", default="")
+AUDIT_CHECKPOINT_S3_REGION = env.str("AUDIT_CHECKPOINT_S3_REGION", default="")
+# Empty: boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID = env.str("AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID", default="")
+AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY = env.str("AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY", default="")
 
 # --- Metrics ------------------------------------------------------------------------
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
@@ -303,6 +321,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "bankcore.tasks.heartbeat", "schedule": timedelta(minutes=1)},
     "verify-audit-log-daily": {"task": "bankcore.tasks.verify_audit_log", "schedule": crontab(hour=3, minute=10)},
+    # Often, so a deleted or rewritten tail is caught against an anchor at most this old.
+    "audit-checkpoint": {"task": "bankcore.tasks.audit_checkpoint", "schedule": crontab(minute="*/15")},
     "purge-auth-records-daily": {"task": "accounts.tasks.purge_auth_records", "schedule": crontab(hour=3, minute=40)},
 }
 

@@ -43,6 +43,14 @@ def process_env(**overrides: str) -> dict[str, str]:
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
             "SECRET_KEY": settings.SECRET_KEY,
+            "AUDIT_HMAC_KEY": ",".join(settings.AUDIT_HMAC_KEY),
+            "AUDIT_CHECKPOINT_DIR": settings.AUDIT_CHECKPOINT_DIR,
+            "AUDIT_CHECKPOINT_S3_BUCKET": settings.AUDIT_CHECKPOINT_S3_BUCKET,
+            "AUDIT_CHECKPOINT_S3_PREFIX": settings.AUDIT_CHECKPOINT_S3_PREFIX,
+            "AUDIT_CHECKPOINT_S3_ENDPOINT_URL": settings.AUDIT_CHECKPOINT_S3_ENDPOINT_URL,
+            "AUDIT_CHECKPOINT_S3_REGION": settings.AUDIT_CHECKPOINT_S3_REGION,
+            "AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID": settings.AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID,
+            "AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY": settings.AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY,
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -103,6 +103,7 @@ def _production_env(**extra):
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/bankcore",
         ALLOWED_HOSTS="api.bank.example",
         FIELD_ENCRYPTION_KEYS="Xe5FZ0dRYT4c9lAYhWx0RkAv6Vm8Xy3p1Kq2Lr7sT0U=",
+        AUDIT_HMAC_KEY="audit-hmac-key-for-the-deploy-check-0123456789",
     )
     env.update(extra)
     return env
@@ -120,6 +121,17 @@ def test_production_refuses_to_start_without_secret_key():
     result = _manage("check", env=env)
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_strong_audit_hmac_key():
+    env = _production_env()
+    env.pop("AUDIT_HMAC_KEY")
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "AUDIT_HMAC_KEY must be set in production" in result.stderr
+    result = _manage("check", env=_production_env(AUDIT_HMAC_KEY="short"))
+    assert result.returncode != 0
+    assert "AUDIT_HMAC_KEY must be set in production" in result.stderr
 
 
 def test_production_has_no_browsable_api_and_debug_off():
