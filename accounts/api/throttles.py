@@ -78,6 +78,6 @@ def admin_login_wait(request: HttpRequest) -> float | None:
     """
     waits = []
     for throttle in (_AdminLoginIPThrottle(), _AdminLoginUserThrottle()):
-        if not throttle.allow_request(request, None):
+        if not throttle.allow_request(request, None):  # type: ignore[arg-type]  # reads only META and POST
             waits.append(throttle.wait() or 1.0)
     return max(waits) if waits else None

@@ -15,8 +15,7 @@ from uuid import UUID
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from django.utils import timezone
-from django_otp import devices_for_user
-from django_otp.models import Device as OTPDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.exceptions import InvalidCredentials, MfaRequired
 from accounts.models import Device, LoginSession, MfaChallenge, User
@@ -111,7 +110,7 @@ def device_login(*, device_id: UUID | str, challenge: str, signature: str) -> di
     return tokens
 
 
-def staff_admin_login(*, email: str, password: str, otp_token: str) -> tuple[User, OTPDevice]:
+def staff_admin_login(*, email: str, password: str, otp_token: str) -> tuple[User, TOTPDevice]:
     """The staff site's sign-in: e-mail, password and the staff TOTP code checked in one step.
 
     Any failure raises the same InvalidCredentials (unknown e-mail, wrong password,
@@ -143,15 +142,16 @@ def staff_admin_login(*, email: str, password: str, otp_token: str) -> tuple[Use
     return user, device
 
 
-def _verified_staff_device(*, user: User, token: str) -> OTPDevice | None:
-    """The staff member's confirmed django-otp device (TOTP, or a static code) that accepts `token`.
+def _verified_staff_device(*, user: User, token: str) -> TOTPDevice | None:
+    """The staff member's confirmed admin TOTP device (`manage.py enrol_staff_totp`) that accepts `token`.
 
-    Each device keeps django-otp's own growing delay after failures; a device in that
-    delay is skipped, which reads as a wrong code.
+    Only those: the customer factors (the app's authenticator, backup codes) do not
+    open the staff site. Each device keeps django-otp's own growing delay after
+    failures; a device in that delay is skipped, which reads as a wrong code.
     """
     if not token:
         return None
-    for device in devices_for_user(user, confirmed=True):
+    for device in TOTPDevice.objects.filter(user=user, confirmed=True).order_by("pk"):
         allowed, _ = device.verify_is_allowed()
         if allowed and device.verify_token(token):
             return device

@@ -43,7 +43,10 @@ def _page(response) -> str:
 
 
 def _rates(**rates):
-    return {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth_ip": "1000/min", "auth_user": "1000/min", **rates}}
+    return {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"auth_ip": "1000/min", "auth_user": "1000/min", **rates},
+    }
 
 
 def test_staff_sign_in_with_email_password_and_code_on_one_form(client, staff):
