@@ -279,3 +279,11 @@ def test_staff_group_sync_is_idempotent_and_puts_back_the_shipped_rights():
     assert first == staff_groups_sync()
     assert not support.permissions.filter(codename="approve_reversal").exists()
     assert support.permissions.count() == first["support"]
+
+
+def test_checkers_see_the_pending_requests_and_their_approve_actions(checker, bank):
+    client = staff_client(checker)
+    reversals = client.get(reverse("admin:transactions_reversalrequest_changelist")).content.decode()
+    resets = client.get(reverse("admin:accounts_twofactorresetrequest_changelist")).content.decode()
+    assert "Sent in error" in reversals and 'value="approve_reversals"' in reversals
+    assert "Lost phone, ID checked" in resets and 'value="approve_resets"' in resets
