@@ -72,6 +72,23 @@ def admin_request(user: Any, method: str = "get", data: dict[str, str] | None = 
     return request
 
 
+def staff_client(user: Any) -> Any:
+    """A test client signed in to the admin as `user`, past the TOTP step (a confirmed staff device)."""
+    from django.test import Client
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="admin", confirmed=True)
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """Run `code` in a fresh bankcore Python process on the test database (`process_env`),
     with `args` as sys.argv[1:]; returns the finished process (output captured)."""

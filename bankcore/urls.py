@@ -1,13 +1,14 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from bankcore import health, metrics
+from bankcore.admin_site import BankAdminSite
 
-# Staff must pass a TOTP code to reach the admin (device enrolled with `manage.py enrol_staff_totp`).
-admin.site.__class__ = OTPAdminSite
+# Staff must pass a TOTP code to reach the admin (device enrolled with `manage.py enrol_staff_totp`),
+# given with e-mail and password on one form, under the API's lockout and throttles.
+admin.site.__class__ = BankAdminSite
 admin.site.site_header = f"{settings.BANK_NAME} — staff"
 
 api_v1 = [

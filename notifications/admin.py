@@ -9,8 +9,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline
+from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline, staff_action
 from bankcore.api.exceptions import BankError
+from bankcore.permissions import has_staff_permission
 from notifications import services
 from notifications.models import (
     DeadLetter,
@@ -23,7 +24,7 @@ from notifications.models import (
 )
 
 
-@admin.action(description="Resend the selected deliveries")
+@staff_action(permission="notifications.resend_delivery", description="Resend the selected deliveries")
 def resend(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
     done = 0
     for delivery_id in queryset.values_list("pk", flat=True):
@@ -52,6 +53,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     actions = [resend]
     show_full_result_count = False
+
+    def has_resend_delivery_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "notifications.resend_delivery")
 
 
 @admin.register(DeadLetter)
@@ -105,7 +109,10 @@ class IncidentChangeForm(forms.ModelForm):
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
-    """Declaring here calls the same service as `manage.py declare_incident`."""
+    """Declaring here calls the same service as `manage.py declare_incident`.
+
+    Declaring, posting an update and resolving all tell customers: each needs `manage_incident`.
+    """
 
     form = IncidentForm
     list_display = ["started_at", "title", "severity", "resolved_at", "latest_progress"]
@@ -115,6 +122,15 @@ class IncidentAdmin(admin.ModelAdmin):
         return [IncidentUpdateInline] if obj is not None else []
 
     actions = ["resolve_selected"]
+
+    def has_manage_incident_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "notifications.manage_incident")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_manage_incident_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:
+        return self.has_manage_incident_permission(request)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Incident | None = None) -> list[str]:
         return ["title", "severity", "message", "started_at", "resolved_at"] if obj else []
@@ -155,7 +171,7 @@ class IncidentAdmin(admin.ModelAdmin):
             return "-"
         return f"{update.kind}: {update.recipients_done}/{update.recipients_total} ({update.fanout_status})"
 
-    @admin.action(description="Resolve (send the all-clear)")
+    @staff_action(permission="notifications.manage_incident", description="Resolve (send the all-clear)")
     def resolve_selected(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
         for incident in queryset.filter(resolved_at__isnull=True):
             services.incident_resolve(incident_id=incident.pk, actor=request.user)

@@ -79,6 +79,7 @@ class Delivery(models.Model):
 
     class Meta:
         verbose_name_plural = "deliveries"
+        permissions = [("resend_delivery", "Can resend a delivery")]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["user", "-created_at"]),
@@ -151,6 +152,7 @@ class Incident(models.Model):
     declared_by = models.CharField(max_length=200, blank=True)
 
     class Meta:
+        permissions = [("manage_incident", "Can declare, update and resolve incidents")]
         indexes = [models.Index(fields=["resolved_at", "-started_at"])]
 
     def __str__(self) -> str:

@@ -1,4 +1,8 @@
-"""Staff screens for the ledger. The journal is read-only; every change goes through a service."""
+"""Staff screens for the ledger. The journal is read-only; every change goes through a service.
+
+Reversals and adjustments are maker-checker: one staff member proposes, a different one
+approves (each under its own permission); only then the ledger moves.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
-from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline
+from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline, ask_reason, staff_action
 from bankcore.api.exceptions import BankError
 from bankcore.money import format_amount
+from bankcore.permissions import has_staff_permission
 from transactions.models import (
     AdjustmentRequest,
     Beneficiary,
     CustomerLimit,
     Entry,
     Hold,
+    ReversalRequest,
     StandingOrder,
     StandingOrderExecution,
     Transaction,
@@ -26,7 +33,9 @@ from transactions.services.corrections import (
     adjustment_approve,
     adjustment_propose,
     adjustment_reject,
-    transaction_reverse,
+    reversal_approve,
+    reversal_propose,
+    reversal_reject,
 )
 from transactions.services.limits import customer_limit_set
 
@@ -37,15 +46,30 @@ class EntryInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-@admin.action(description="Reverse selected transactions (posts a new reversal transaction)")
-def reverse_transactions(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Transaction]) -> None:
+@staff_action(
+    permission="transactions.reverse_transaction",
+    description="Propose reversing the selected transactions (another staff member approves)",
+)
+def propose_reversals(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Transaction]
+) -> TemplateResponse | None:
+    reason, page = ask_reason(
+        modeladmin,
+        request,
+        queryset,
+        title="Propose reversals",
+        help_text="Why these transactions are reversed. A second staff member approves before anything posts.",
+    )
+    if reason is None:
+        return page
     for journal in queryset:
         try:
-            reversal = transaction_reverse(transaction_id=journal.pk, actor=request.user, reason="")
+            reversal_propose(transaction_id=journal.pk, reason=reason, actor=request.user)
         except BankError as exc:
             modeladmin.message_user(request, f"{journal.pk}: {exc.message}", messages.ERROR)
         else:
-            modeladmin.message_user(request, f"{journal.pk} reversed by {reversal.pk}", messages.SUCCESS)
+            modeladmin.message_user(request, f"{journal.pk}: reversal proposed for approval", messages.SUCCESS)
+    return None
 
 
 @admin.register(Transaction)
@@ -54,7 +78,7 @@ class TransactionAdmin(ReadOnlyAdmin):
     list_filter = ("kind", "currency")
     search_fields = ("id", "reference", "description", "source_account__iban", "destination_account__iban")
     inlines = [EntryInline]
-    actions = [reverse_transactions]
+    actions = [propose_reversals]
     show_full_result_count = False  # no COUNT(*) over the whole journal
 
     @admin.display(description="amount")
@@ -64,9 +88,43 @@ class TransactionAdmin(ReadOnlyAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        # Actions need "change" visibility; reversals are allowed to staff who may view the journal.
-        return super().get_actions(request) if request.user.has_perm("transactions.view_transaction") else {}
+    def has_reverse_transaction_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.reverse_transaction")
+
+
+@staff_action(permission="transactions.approve_reversal", description="Approve (checker): post the selected reversals")
+def approve_reversals(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ReversalRequest]) -> None:
+    for proposal in queryset:
+        try:
+            approved = reversal_approve(request_id=proposal.pk, actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{proposal.pk}: {exc.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(
+                request, f"{proposal.transaction_id} reversed by {approved.reversal_id}", messages.SUCCESS
+            )
+
+
+@staff_action(permission="transactions.approve_reversal", description="Reject the selected reversals")
+def reject_reversals(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ReversalRequest]) -> None:
+    for proposal in queryset:
+        try:
+            reversal_reject(request_id=proposal.pk, actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{proposal.pk}: {exc.message}", messages.ERROR)
+
+
+@admin.register(ReversalRequest)
+class ReversalRequestAdmin(ReadOnlyAdmin):
+    """Makers propose reversals from the journal; a different staff member approves them here."""
+
+    list_display = ("id", "transaction", "reason", "status", "proposed_by", "decided_by", "reversal", "created_at")
+    list_filter = ("status",)
+    readonly_fields = [f.name for f in ReversalRequest._meta.fields]
+    actions = [approve_reversals, reject_reversals]
+
+    def has_approve_reversal_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.approve_reversal")
 
 
 @admin.register(Entry)
@@ -113,7 +171,9 @@ class CustomerLimitAdmin(admin.ModelAdmin):
         obj.pk = saved.pk
 
 
-@admin.action(description="Approve (checker): post the selected adjustments")
+@staff_action(
+    permission="transactions.approve_adjustment", description="Approve (checker): post the selected adjustments"
+)
 def approve_adjustments(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[AdjustmentRequest]
 ) -> None:
@@ -126,7 +186,7 @@ def approve_adjustments(
             modeladmin.message_user(request, f"{adjustment.pk} posted", messages.SUCCESS)
 
 
-@admin.action(description="Reject the selected adjustments")
+@staff_action(permission="transactions.approve_adjustment", description="Reject the selected adjustments")
 def reject_adjustments(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[AdjustmentRequest]
 ) -> None:
@@ -152,6 +212,9 @@ class AdjustmentRequestAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_approve_adjustment_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.approve_adjustment")
 
     def save_model(self, request: HttpRequest, obj: AdjustmentRequest, form: Any, change: bool) -> None:
         proposed = adjustment_propose(account=obj.account, amount=obj.amount, reason=obj.reason, actor=request.user)

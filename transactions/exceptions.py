@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bankcore.api.exceptions import BankError, BusinessRuleViolation, NotFound
+from bankcore.permissions import MakerCheckerViolation
 
 
 class InsufficientFunds(BusinessRuleViolation):
@@ -35,9 +36,13 @@ class AlreadyReversed(BusinessRuleViolation):
     default_message = "This transaction has already been reversed."
 
 
-class MakerCannotApprove(BusinessRuleViolation):
-    code = "maker_checker"
+class MakerCannotApprove(MakerCheckerViolation):
     default_message = "An adjustment must be approved by a different staff member than the one who proposed it."
+
+
+class ReversalAlreadyProposed(BusinessRuleViolation):
+    code = "reversal_already_proposed"
+    default_message = "A reversal of this transaction is already waiting for approval."
 
 
 class AdjustmentNotPending(BusinessRuleViolation):

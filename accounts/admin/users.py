@@ -1,4 +1,5 @@
-"""Admin for customers and staff (identity). Every action goes through a service and is audited."""
+"""Admin for customers and staff (identity). Every action needs its permission, goes through a
+service and is audited; a two-factor reset needs a second staff member (maker-checker)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,21 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
-from accounts.models import Device, LoginSession, User
+from accounts.models import Device, LoginSession, TwoFactorResetRequest, User
 from accounts.services.devices import device_revoke
 from accounts.services.lockout import lock_account, unlock_account
-from accounts.services.staff import staff_reset_two_factor, staff_revoke_devices
-from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline
+from accounts.services.staff import (
+    staff_revoke_devices,
+    two_factor_reset_approve,
+    two_factor_reset_propose,
+    two_factor_reset_reject,
+)
+from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline, ask_reason, staff_action
+from bankcore.api.exceptions import BankError
 from bankcore.audit import audit_record
+from bankcore.permissions import has_staff_permission
 
 
 class _AuditedAdmin(admin.ModelAdmin):
@@ -54,7 +63,7 @@ class UserAdmin(_AuditedAdmin):
     readonly_fields = ["email", "failed_auth_attempts", "locked_until", "lock_count", "last_login", "date_joined"]
     filter_horizontal = ["groups", "user_permissions"]
     inlines = [DeviceInline]
-    actions = ["lock_users", "unlock_users", "reset_two_factor", "revoke_all_devices"]
+    actions = ["lock_users", "unlock_users", "propose_two_factor_reset", "revoke_all_devices"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # customers register in the app; staff accounts: manage.py createsuperuser
@@ -68,25 +77,51 @@ class UserAdmin(_AuditedAdmin):
             fields += ["is_staff", "is_superuser", "groups", "user_permissions"]
         return fields
 
-    @admin.action(description="Lock sign-in for 24 hours")
+    def has_lock_user_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "accounts.lock_user")
+
+    def has_reset_two_factor_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "accounts.reset_two_factor")
+
+    def has_revoke_devices_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "accounts.revoke_devices")
+
+    @staff_action(permission="accounts.lock_user", description="Lock sign-in for 24 hours")
     def lock_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         for user in queryset.order_by("pk"):
             lock_account(user=user, actor=request.user)  # type: ignore[arg-type]
         self.message_user(request, f"Locked {queryset.count()} user(s).", messages.SUCCESS)
 
-    @admin.action(description="Unlock sign-in")
+    @staff_action(permission="accounts.lock_user", description="Unlock sign-in")
     def unlock_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         for user in queryset.order_by("pk"):
             unlock_account(user=user, actor=request.user)  # type: ignore[arg-type]
         self.message_user(request, f"Unlocked {queryset.count()} user(s).", messages.SUCCESS)
 
-    @admin.action(description="Reset two-factor authentication (TOTP and backup codes)")
-    def reset_two_factor(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    @staff_action(
+        permission="accounts.reset_two_factor",
+        description="Propose a two-factor reset (TOTP and backup codes; another staff member approves)",
+    )
+    def propose_two_factor_reset(self, request: HttpRequest, queryset: QuerySet[User]) -> TemplateResponse | None:
+        reason, page = ask_reason(
+            self,
+            request,
+            queryset,
+            title="Propose a two-factor reset",
+            help_text="Why, and how you checked the customer's identity. A second staff member approves.",
+        )
+        if reason is None:
+            return page
         for user in queryset.order_by("pk"):
-            staff_reset_two_factor(user=user, actor=request.user)  # type: ignore[arg-type]
-        self.message_user(request, f"Two-factor reset for {queryset.count()} user(s).", messages.SUCCESS)
+            try:
+                two_factor_reset_propose(user=user, reason=reason, actor=request.user)  # type: ignore[arg-type]
+            except BankError as exc:
+                self.message_user(request, f"{user}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{user}: two-factor reset proposed for approval.", messages.SUCCESS)
+        return None
 
-    @admin.action(description="Revoke all devices and end all sessions")
+    @staff_action(permission="accounts.revoke_devices", description="Revoke all devices and end all sessions")
     def revoke_all_devices(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         actor = request.user
         assert isinstance(actor, User)
@@ -118,7 +153,10 @@ class DeviceAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Revoke device (ends its sessions)")
+    def has_revoke_devices_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "accounts.revoke_devices")
+
+    @staff_action(permission="accounts.revoke_devices", description="Revoke device (ends its sessions)")
     def revoke_devices(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         for device in queryset.filter(revoked_at__isnull=True).order_by("pk"):
             device_revoke(device=device, actor=request.user)  # type: ignore[arg-type]
@@ -131,3 +169,38 @@ class LoginSessionAdmin(ReadOnlyAdmin):
     list_filter = ["method", "revoked_reason"]
     search_fields = ["user__email", "ip"]
     readonly_fields = [f.name for f in LoginSession._meta.fields]
+
+
+@admin.register(TwoFactorResetRequest)
+class TwoFactorResetRequestAdmin(ReadOnlyAdmin):
+    """Proposed two-factor resets (from the users' screen); a different staff member approves them here."""
+
+    list_display = ["created_at", "user", "reason", "status", "proposed_by", "decided_by", "decided_at"]
+    list_filter = ["status"]
+    search_fields = ["user__email"]
+    readonly_fields = [f.name for f in TwoFactorResetRequest._meta.fields]
+    actions = ["approve_resets", "reject_resets"]
+
+    def has_approve_two_factor_reset_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "accounts.approve_two_factor_reset")
+
+    @staff_action(
+        permission="accounts.approve_two_factor_reset",
+        description="Approve (checker): reset the selected users' two-factor authentication",
+    )
+    def approve_resets(self, request: HttpRequest, queryset: QuerySet[TwoFactorResetRequest]) -> None:
+        for proposal in queryset.order_by("pk"):
+            try:
+                two_factor_reset_approve(request_id=proposal.pk, actor=request.user)  # type: ignore[arg-type]
+            except BankError as exc:
+                self.message_user(request, f"{proposal}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{proposal.user}: two-factor reset.", messages.SUCCESS)
+
+    @staff_action(permission="accounts.approve_two_factor_reset", description="Reject the selected resets")
+    def reject_resets(self, request: HttpRequest, queryset: QuerySet[TwoFactorResetRequest]) -> None:
+        for proposal in queryset.order_by("pk"):
+            try:
+                two_factor_reset_reject(request_id=proposal.pk, actor=request.user)  # type: ignore[arg-type]
+            except BankError as exc:
+                self.message_user(request, f"{proposal}: {exc.message}", messages.ERROR)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from django.http import HttpRequest
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -47,8 +48,40 @@ class AuthUserThrottle(_LiveRateThrottle):
             subject = data.get("email") or data.get("device_id") or data.get("mfa_token")
             if not isinstance(subject, str) or not subject:
                 return None
-            ident = "subject:" + hashlib.sha256(subject.strip().lower().encode()).hexdigest()
+            ident = subject_ident(subject)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+def subject_ident(subject: str) -> str:
+    """The per-account throttle identity of an e-mail (or device id): case- and space-insensitive."""
+    return "subject:" + hashlib.sha256(subject.strip().lower().encode()).hexdigest()
+
+
 AUTH_THROTTLES = [AuthIPThrottle, AuthUserThrottle]
+
+
+class _AdminLoginIPThrottle(AuthIPThrottle):
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}
+
+
+class _AdminLoginUserThrottle(AuthUserThrottle):
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        email = request.POST.get("username")
+        if not isinstance(email, str) or not email.strip():
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": subject_ident(email)}
+
+
+def admin_login_wait(request: HttpRequest) -> float | None:
+    """Count one staff sign-in attempt (a POST to the admin's login page) against the API's budgets.
+
+    The same scopes, rates and Redis keys as the API's login (`auth_ip` per client IP,
+    `auth_user` per e-mail), so guesses spread over the API and the admin share one
+    budget. Returns the seconds to wait when over either budget, else None.
+    """
+    waits = []
+    for throttle in (_AdminLoginIPThrottle(), _AdminLoginUserThrottle()):
+        if not throttle.allow_request(request, None):  # type: ignore[arg-type]  # reads only META and POST
+            waits.append(throttle.wait() or 1.0)
+    return max(waits) if waits else None

@@ -2,6 +2,7 @@ from accounts.models.bank_accounts import BankAccount
 from accounts.models.contacts import ContactChange
 from accounts.models.devices import Device, DeviceChallenge
 from accounts.models.sessions import LoginSession, MfaChallenge
+from accounts.models.staff_requests import TwoFactorResetRequest
 from accounts.models.step_up import StepUpToken
 from accounts.models.two_factor import TotpAuthenticator
 from accounts.models.users import User
@@ -15,5 +16,6 @@ __all__ = [
     "MfaChallenge",
     "StepUpToken",
     "TotpAuthenticator",
+    "TwoFactorResetRequest",
     "User",
 ]

@@ -43,6 +43,10 @@ class BankAccount(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        permissions = [
+            ("freeze_account", "Can freeze and unfreeze an account"),
+            ("set_overdraft", "Can change an account's overdraft limit"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(overdraft_limit__gte=0), name="bank_account_overdraft_nonnegative"

@@ -65,6 +65,13 @@ class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-m
 
     class Meta:
         constraints = [models.UniqueConstraint(Lower("email"), name="user_email_unique_ci")]
+        # What staff may do to a customer from the admin (the staff groups: accounts/services/staff_groups.py).
+        permissions = [
+            ("lock_user", "Can lock and unlock a user's sign-in"),
+            ("revoke_devices", "Can revoke a user's devices and end their sessions"),
+            ("reset_two_factor", "Can propose a two-factor reset (maker)"),
+            ("approve_two_factor_reset", "Can approve or reject a two-factor reset (checker)"),
+        ]
 
     def __str__(self) -> str:
         return self.email

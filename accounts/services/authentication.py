@@ -15,11 +15,12 @@ from uuid import UUID
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.exceptions import InvalidCredentials, MfaRequired
 from accounts.models import Device, LoginSession, MfaChallenge, User
 from accounts.services.devices import device_challenge_consume, signature_valid
-from accounts.services.lockout import ensure_not_locked, record_auth_failure
+from accounts.services.lockout import ensure_not_locked, record_auth_failure, record_auth_success
 from accounts.services.sessions import session_start
 from accounts.services.two_factor import check_second_factor, totp_enabled
 from bankcore.audit import audit_record
@@ -107,3 +108,51 @@ def device_login(*, device_id: UUID | str, challenge: str, signature: str) -> di
         raise InvalidCredentials()
     _, tokens = session_start(user=user, method=LoginSession.Method.DEVICE_KEY, device=device)
     return tokens
+
+
+def staff_admin_login(*, email: str, password: str, otp_token: str) -> tuple[User, TOTPDevice]:
+    """The staff site's sign-in: e-mail, password and the staff TOTP code checked in one step.
+
+    Any failure raises the same InvalidCredentials (unknown e-mail, wrong password,
+    inactive or non-staff account, wrong or missing code, locked account), so the
+    answer never reveals that the password was right. Every failure on a known account
+    counts towards the database lockout shared with the API (accounts.services.lockout);
+    while an account is locked nothing is checked, not even a right password and code.
+    Audited either way. Returns the user and the OTP device that verified the code.
+    """
+    user = User.objects.filter(email__iexact=email.strip()).first()
+    if user is None or user.is_locked():
+        make_password(password)  # the work of a password check: timing reveals neither case
+        with transaction.atomic():
+            reason = "unknown_email" if user is None else "account_locked"
+            audit_record(action="auth.failed", target=user, details={"factor": "admin_password", "reason": reason})
+        raise InvalidCredentials()
+    password_ok = user.check_password(password)
+    if not (password_ok and user.is_active and user.is_staff):
+        reason = "not_active_staff" if password_ok else "wrong_password"
+        record_auth_failure(user=user, factor="admin_password", reason=reason)
+        raise InvalidCredentials()
+    device = _verified_staff_device(user=user, token=otp_token.strip())
+    if device is None:
+        record_auth_failure(user=user, factor="admin_otp", reason="wrong_code")
+        raise InvalidCredentials()
+    record_auth_success(user=user)
+    with transaction.atomic():
+        audit_record(action="staff.admin_login", actor=user, target=user, details={"otp_device": device.persistent_id})
+    return user, device
+
+
+def _verified_staff_device(*, user: User, token: str) -> TOTPDevice | None:
+    """The staff member's confirmed admin TOTP device (`manage.py enrol_staff_totp`) that accepts `token`.
+
+    Only those: the customer factors (the app's authenticator, backup codes) do not
+    open the staff site. Each device keeps django-otp's own growing delay after
+    failures; a device in that delay is skipped, which reads as a wrong code.
+    """
+    if not token:
+        return None
+    for device in TOTPDevice.objects.filter(user=user, confirmed=True).order_by("pk"):
+        allowed, _ = device.verify_is_allowed()
+        if allowed and device.verify_token(token):
+            return device
+    return None

@@ -7,9 +7,10 @@ from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import Device, LoginSession, TotpAuthenticator
+from accounts.models import Device, LoginSession, TotpAuthenticator, TwoFactorResetRequest
 from accounts.tests.factories import PASSWORD, DeviceFactory, UserFactory, enrol_totp, tokens_for
 from bankcore.models import AuditEvent
+from bankcore.testing import staff_client as staff_client_for
 from notifications.models import Notification
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -61,20 +62,49 @@ def test_staff_lock_and_unlock_are_audited_and_enforced(staff_client, api_client
     )
 
 
-def test_staff_reset_two_factor_and_revoke_devices(staff_client):
+def test_staff_two_factor_reset_needs_a_second_staff_member(staff_client, django_user_model):
+    user = UserFactory()
+    enrol_totp(user)
+    asked = _act(staff_client, "propose_two_factor_reset", user)
+    assert b'name="reason"' in asked.content, "the maker is asked why first"
+    staff_client.post(
+        "/admin/accounts/user/",
+        {
+            "action": "propose_two_factor_reset",
+            "_selected_action": [str(user.pk)],
+            "apply": "Propose",
+            "reason": "Lost phone; identity checked by video call",
+        },
+    )
+    proposal = TwoFactorResetRequest.objects.get(user=user)
+    assert proposal.status == "pending" and proposal.proposed_by == staff_client.staff
+    assert TotpAuthenticator.objects.filter(user=user).exists(), "nothing changes on the maker's word"
+
+    approve = {"action": "approve_resets", "_selected_action": [str(proposal.pk)]}
+    staff_client.post("/admin/accounts/twofactorresetrequest/", approve)
+    assert TotpAuthenticator.objects.filter(user=user).exists(), "the maker cannot approve their own proposal"
+
+    checker = django_user_model.objects.create_superuser(email="chk@bank.example", password=PASSWORD, full_name="C")
+    staff_client_for(checker).post("/admin/accounts/twofactorresetrequest/", approve)
+    assert not TotpAuthenticator.objects.filter(user=user).exists()
+    proposal.refresh_from_db()
+    assert (proposal.status, proposal.decided_by) == ("done", checker)
+    actions = dict(AuditEvent.objects.filter(target_id=str(user.pk)).values_list("action", "actor_id"))
+    assert actions["staff.two_factor_reset_proposed"] == staff_client.staff.pk
+    assert actions["staff.two_factor_reset_approved"] == actions["staff.two_factor_reset"] == checker.pk
+
+
+def test_staff_revoke_devices(staff_client):
     device = DeviceFactory()
     user = device.user
-    enrol_totp(user)
     tokens_for(user, device=device)
-    _act(staff_client, "reset_two_factor", user)
-    assert not TotpAuthenticator.objects.filter(user=user).exists()
     _act(staff_client, "revoke_all_devices", user)
     assert Device.objects.get(pk=device.pk).revoked_at is not None
     assert not LoginSession.objects.filter(user=user, revoked_at__isnull=True).exists()
     actions = set(
         AuditEvent.objects.filter(target_id=str(user.pk), actor=staff_client.staff).values_list("action", flat=True)
     )
-    assert {"staff.two_factor_reset", "staff.devices_revoked"} <= actions
+    assert "staff.devices_revoked" in actions
 
 
 def test_staff_edit_through_the_form_is_audited(staff_client):

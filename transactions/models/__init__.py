@@ -1,4 +1,4 @@
-from transactions.models.adjustments import AdjustmentRequest
+from transactions.models.adjustments import AdjustmentRequest, ReversalRequest
 from transactions.models.idempotency import IdempotencyKey
 from transactions.models.ledger import Entry, Hold, Transaction
 from transactions.models.limits import CustomerLimit, LimitUsage
@@ -14,6 +14,7 @@ __all__ = [
     "IdempotencyKey",
     "LedgerNotice",
     "LimitUsage",
+    "ReversalRequest",
     "StandingOrder",
     "StandingOrderExecution",
     "Transaction",

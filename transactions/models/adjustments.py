@@ -1,4 +1,4 @@
-"""Manual adjustments under maker-checker: one staff member proposes, another approves."""
+"""Staff corrections under maker-checker (manual adjustments, reversals): one proposes, another approves."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class AdjustmentRequest(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = [("approve_adjustment", "Can approve or reject an adjustment (checker)")]
         constraints = [
             models.CheckConstraint(condition=~models.Q(amount=0), name="adjustment_amount_nonzero"),
             # The checker is never the maker.
@@ -40,3 +41,43 @@ class AdjustmentRequest(models.Model):
 
     def __str__(self) -> str:
         return f"adjustment {self.amount} on {self.account_id} ({self.status})"
+
+
+class ReversalRequest(models.Model):
+    """A proposed reversal: one staff member proposes (maker), a different one approves (checker).
+
+    Nothing posts until approval; then `reversal` is the transaction that undid `transaction`.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        POSTED = "posted", "Approved and reversed"
+        REJECTED = "rejected", "Rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reversal = models.OneToOneField(Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The checker is never the maker.
+            models.CheckConstraint(
+                condition=models.Q(decided_by__isnull=True) | ~models.Q(decided_by=models.F("proposed_by")),
+                name="reversal_maker_is_not_checker",
+            ),
+            # One open proposal per transaction: a second maker sees the first one.
+            models.UniqueConstraint(
+                fields=["transaction"], condition=models.Q(status="pending"), name="reversal_one_pending"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reversal of {self.transaction_id} ({self.status})"

@@ -99,6 +99,10 @@ class Transaction(models.Model):
     posted_at = models.DateTimeField()
 
     class Meta:
+        permissions = [
+            ("reverse_transaction", "Can propose a reversal (maker)"),
+            ("approve_reversal", "Can approve or reject a reversal (checker)"),
+        ]
         indexes = [
             # Rolling 24 h limit: a customer's outgoing transfers by time.
             models.Index(fields=["initiated_by", "created_at"], name="txn_initiator_created"),
