@@ -14,6 +14,7 @@ from bankcore.audit import audit_record
 from bankcore.money import format_amount
 from transactions.db import atomic_with_retry
 from transactions.exceptions import AdjustmentNotPending, AlreadyReversed, MakerCannotApprove
+from transactions.lock_objects import journal_reversal_lock
 from transactions.models import AdjustmentRequest, Transaction
 from transactions.services.ledger import Leg, post_transaction
 
@@ -21,13 +22,14 @@ from transactions.services.ledger import Leg, post_transaction
 def transaction_reverse(*, transaction_id: UUID, actor: Any, reason: str = "") -> Transaction:
     """Post a new transaction with every entry of `transaction_id` negated.
 
-    Atomic; at most one reversal per transaction (row lock + unique `reverses`).
+    Atomic; at most one reversal per transaction (a lock on reversing it + unique `reverses`).
     Frozen accounts are still reversed (staff action); a customer account that has
     since spent the money is not overdrawn: InsufficientFunds, and staff adjust instead.
     """
 
     def work() -> Transaction:
-        original = Transaction.objects.select_for_update().get(pk=transaction_id)
+        journal_reversal_lock(transaction_id)
+        original = Transaction.objects.get(pk=transaction_id)
         if original.kind == Transaction.Kind.REVERSAL:
             raise AlreadyReversed("A reversal cannot itself be reversed; post an adjustment.")
         if Transaction.objects.filter(reverses=original).exists():
