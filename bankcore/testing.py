@@ -98,7 +98,7 @@ def flush_as_owner_between_tests() -> None:
     replica mode (no triggers)."""
     from django.test import TransactionTestCase
 
-    flush = TransactionTestCase._fixture_teardown
+    flush = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]
     if getattr(flush, "as_owner", False):
         return
 
@@ -107,7 +107,7 @@ def flush_as_owner_between_tests() -> None:
             flush(self)
 
     _fixture_teardown.as_owner = True  # type: ignore[attr-defined]
-    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[method-assign]
+    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[attr-defined]
 
 
 @contextmanager

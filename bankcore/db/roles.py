@@ -154,3 +154,42 @@ def arm_runtime_role_check(*, check_now: bool = True) -> None:
     finally:
         # Do not hand a connection opened in the master process to forked workers.
         default_connection.close()
+
+
+# pgtrigger's triggers skip themselves for any trigger named in the `pgtrigger.ignore` setting,
+# which every session may SET: the runtime role could insert unbalanced entries past the
+# deferred balance trigger. This version honours that setting only for the owner (or a
+# superuser), and costs nothing when it is unset. pgtrigger recreates the function whenever a
+# migration installs a trigger, so it is put back after every `migrate` (post_migrate).
+HARDENED_PGTRIGGER_IGNORE = """
+CREATE OR REPLACE FUNCTION public._pgtrigger_should_ignore(trigger_name NAME) RETURNS BOOLEAN AS $$
+    DECLARE
+        _pgtrigger_ignore TEXT[];
+    BEGIN
+        BEGIN
+            SELECT INTO _pgtrigger_ignore CURRENT_SETTING('pgtrigger.ignore');
+            EXCEPTION WHEN OTHERS THEN
+        END;
+        IF _pgtrigger_ignore IS NULL OR NOT trigger_name = ANY(_pgtrigger_ignore) THEN
+            RETURN FALSE;
+        END IF;
+        -- Only the owner of this function (the tables' owner) may switch triggers off this way.
+        RETURN pg_has_role(current_user, (SELECT p.proowner FROM pg_catalog.pg_proc p
+                                          WHERE p.oid = 'public._pgtrigger_should_ignore(name)'::regprocedure),
+                           'MEMBER');
+    END;
+$$ LANGUAGE plpgsql;
+"""
+
+
+def harden_pgtrigger_ignore(using: str = "default", **kwargs: Any) -> None:
+    """Put the owner-only `_pgtrigger_should_ignore` back (a post_migrate receiver)."""
+    from django.db import connections
+
+    db = connections[using]
+    if db.vendor != "postgresql":
+        return
+    with db.cursor() as cursor:
+        cursor.execute("SELECT to_regprocedure('public._pgtrigger_should_ignore(name)') IS NOT NULL")
+        if cursor.fetchone()[0]:
+            cursor.execute(HARDENED_PGTRIGGER_IGNORE)

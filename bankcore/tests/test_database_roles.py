@@ -10,6 +10,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import uuid
 from io import StringIO
 
 import pytest
@@ -273,3 +274,34 @@ def test_management_commands_run_as_the_owner_in_production():
     )
     assert result.returncode == 0, result.stderr
     assert f"Granted to {database_app_role()}" in result.stdout
+
+
+def _insert_unbalanced_pair(cursor, account_a, account_b) -> None:
+    cursor.execute(
+        "INSERT INTO transactions_transaction (id, kind, status, reference, description, currency, created_at,"
+        " posted_at) VALUES (%s, 'adjustment', 'posted', '', '', 'EUR', now(), now())",
+        [txn := uuid.uuid4()],
+    )
+    for account, amount in ((account_a, -500), (account_b, 400)):
+        cursor.execute(
+            "INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)"
+            " VALUES (%s, %s, %s, 'EUR', 0, now())",
+            [txn, account.pk, amount],
+        )
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # run the deferred balance check now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_runtime_role_cannot_switch_pgtrigger_triggers_off():
+    customer = CustomerFactory()
+    source, destination = open_account(customer, balance=1_000), open_account(customer)
+    ignored = "{pgtrigger_entries_balance_per_transaction_9596b}"
+    with pytest.raises(DatabaseError, match="do not sum to zero"), transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SELECT set_config('pgtrigger.ignore', %s, true)", [ignored])
+        _insert_unbalanced_pair(cur, source, destination)
+    # The owner still may (pgtrigger.ignore() in a data migration), here rolled back.
+    with owner_cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT set_config('pgtrigger.ignore', %s, true)", [ignored])
+        _insert_unbalanced_pair(cur, source, destination)
+        cur.execute("ROLLBACK")
