@@ -2,6 +2,10 @@
 #   docker run IMAGE                                  -> gunicorn web
 #   docker run IMAGE celery -A bankcore worker -Q default,settlement,notifications,maintenance
 #   docker run IMAGE celery -A bankcore beat
+# Database roles: each deploy first runs, with DATABASE_URL naming the tables' owner,
+#   docker run IMAGE sh -c "python manage.py migrate --noinput && python manage.py grant_app_role bankcore_app"
+# and web, worker and beat get a DATABASE_URL naming the runtime role (bankcore_app). With
+# BANKCORE_ENV=production (the default here) they refuse to start as a superuser or the owner.
 
 # --- build stage: compile wheels with the toolchain, which stays out of the final image
 FROM python:3.11-slim-bookworm AS build

@@ -52,6 +52,22 @@ def audit_checkpoints_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.AUDIT_CHECKPOINT_S3_BUCKET = ""
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The test database, created and migrated as the owner; the tests then run as the runtime
+    role (bankcore.testing.setup_app_role), and transactional tests are flushed as the owner."""
+    if "postgres" in getattr(settings, "MISSING_SERVICES", {}):
+        yield
+        return
+    from bankcore.testing import database_owner, flush_as_owner_between_tests, setup_app_role, use_database_role
+
+    with django_db_blocker.unblock():
+        setup_app_role()
+    flush_as_owner_between_tests()
+    yield
+    use_database_role(database_owner())  # the owner drops the test database
+
+
 @pytest.fixture
 def api_client():
     from rest_framework.test import APIClient

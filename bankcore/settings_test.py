@@ -46,3 +46,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"auth_ip": "10000/min", "auth_user": "10000/min", "user": "100000/min"},
 }
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+# The suite migrates as the owner (DATABASE_URL's user) and then runs as a runtime login role,
+# given only what the app needs by `grant_app_role` (conftest.py), like production.
+DATABASE_OWNER = DATABASES["default"].get("USER", "")  # noqa: F405
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "bankcore_app")

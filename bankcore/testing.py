@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,102 @@ def database_url_of_current_connection() -> str:
         return f"sqlite:///{s['NAME']}"
     password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
     return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+# --- the two database roles (bankcore/db/roles.py) -------------------------------------
+# The suite creates and migrates the test database as the owner (DATABASE_URL's user), then
+# runs as the runtime role `grant_app_role` set up, like production; child processes inherit it.
+
+
+def database_owner() -> str:
+    """The role that owns the test database's tables (DATABASE_URL's user)."""
+    from django.conf import settings
+
+    return settings.DATABASE_OWNER
+
+
+def database_app_role() -> str:
+    """The runtime login role the suite runs as (DATABASE_APP_ROLE, default bankcore_app)."""
+    from django.conf import settings
+
+    return settings.DATABASE_APP_ROLE
+
+
+def use_database_role(user: str) -> None:
+    """Point the default connection at `user` from its next query on (closes the current one)."""
+    from django.conf import settings
+
+    connection.close()
+    connection.settings_dict["USER"] = user
+    settings.DATABASES[connection.alias]["USER"] = user
+
+
+def setup_app_role() -> None:
+    """As the owner: create the runtime login role if missing (roles are cluster-wide; local trust
+    auth, no password), grant it what the app needs on the test database, then switch to it."""
+    from django.core.management import call_command
+
+    from bankcore.db.roles import quote_ident
+
+    role = database_app_role()
+    use_database_role(database_owner())
+    with connection.cursor() as cursor:
+        # Parallel runs on one cluster may create it at the same moment.
+        cursor.execute(
+            f"DO $$ BEGIN CREATE ROLE {quote_ident(role)} LOGIN; "
+            "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )
+    call_command("grant_app_role", role, stdout=open(os.devnull, "w"))  # noqa: SIM115 - closed at exit
+    use_database_role(role)
+
+
+@contextmanager
+def connected_as_owner(*, triggers: bool = True) -> Iterator[None]:
+    """Run the block on the default connection logged in as the owner, then return to the
+    runtime role. With triggers=False the owner (a superuser in tests) also switches every
+    trigger off (replica mode). Commits are real: for transactional tests only."""
+    use_database_role(database_owner())
+    try:
+        if not triggers:
+            with connection.cursor() as cursor:
+                cursor.execute("SET session_replication_role = replica")
+        yield
+    finally:
+        use_database_role(database_app_role())
+
+
+def flush_as_owner_between_tests() -> None:
+    """Django empties the database after each transactional test with TRUNCATE, which the runtime
+    role may not run and the ledger and audit tables refuse by trigger: flush as the owner, in
+    replica mode (no triggers)."""
+    from django.test import TransactionTestCase
+
+    flush = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]
+    if getattr(flush, "as_owner", False):
+        return
+
+    def _fixture_teardown(self: TransactionTestCase) -> None:
+        with connected_as_owner(triggers=False):
+            flush(self)
+
+    _fixture_teardown.as_owner = True  # type: ignore[attr-defined]
+    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[attr-defined]
+
+
+@contextmanager
+def owner_cursor() -> Iterator[Any]:
+    """A cursor on a separate, autocommit connection to the test database as the owner: for tests
+    that use the owner's powers on purpose (what an attacker with the owner's password could do).
+    It sees committed rows only, so use it from transactional tests."""
+    from django.db import connections
+
+    wrapper = connections[connection.alias]
+    owner = type(wrapper)({**wrapper.settings_dict, "USER": database_owner()}, alias="owner")
+    try:
+        with owner.cursor() as cursor:
+            yield cursor
+    finally:
+        owner.close()
 
 
 def process_env(**overrides: str) -> dict[str, str]:

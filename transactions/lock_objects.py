@@ -1,6 +1,8 @@
 """The only place ledger rows are locked for update.
 
 Global lock order, so concurrent writers never deadlock:
+  0. (reversals only) the reversed transaction, by an advisory lock: the journal is
+     insert-only for the app's database role, and FOR UPDATE needs UPDATE privilege,
   1. the initiating customer's user row (serialises that customer's rolling limits),
   2. bank accounts, in primary-key order,
   3. the audit chain head (taken last by bankcore.audit).
@@ -63,6 +65,22 @@ def bank_accounts_for_update(account_ids: Iterable[UUID], *, ibans: Iterable[str
     sql = _LOCK_SQL.replace("<condition>", " OR ".join(where)).replace("<lock>", lock)
     params = [Hold.Status.ACTIVE.value, timezone.now(), *ids, *ibans]
     return {row.pk: row for row in BankAccount.objects.raw(sql, params)}
+
+
+# Advisory-lock namespace of "reversing this journal transaction" (any fixed number unused elsewhere).
+_REVERSAL_LOCK_CLASS = 0x7265
+
+
+def journal_reversal_lock(transaction_id: UUID) -> None:
+    """Serialise reversals of one journal transaction until the end of the database transaction.
+
+    An advisory lock, not FOR UPDATE on the journal row: the runtime role may not update the
+    journal, and row locks need UPDATE privilege. Elsewhere (SQLite) writers are serialised anyway.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_REVERSAL_LOCK_CLASS, str(transaction_id)])
 
 
 # The customer's limit overrides (None = bank default) and what the window used, in minor units.

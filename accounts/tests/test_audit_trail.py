@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.tests.factories import new_device_key, totp_code
 from bankcore.models import AuditEvent
+from bankcore.testing import owner_cursor
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
 PASSWORD = "a sturdy passphrase 42"
 
 
+@pytest.mark.django_db(transaction=True)
 def test_security_journey_is_audited_in_an_unbroken_chain_and_an_edit_is_detected():
     client = APIClient(HTTP_USER_AGENT="BankApp/2.0 iOS", HTTP_X_REQUEST_ID="journey-1")
     client.post(
@@ -62,12 +63,11 @@ def test_security_journey_is_audited_in_an_unbroken_chain_and_an_edit_is_detecte
     )
     call_command("verify_audit_log", stdout=open("/dev/null", "w"))  # noqa: SIM115
 
-    with connection.cursor() as cursor:
+    with owner_cursor() as cursor:  # the owner's (a superuser's) powers: the app's role has no UPDATE here
         cursor.execute("SET session_replication_role = replica")
         cursor.execute(
             "UPDATE bankcore_auditevent SET details = %s WHERE id = %s", ['{"method": "device_key"}', login.pk]
         )
-        cursor.execute("SET session_replication_role = DEFAULT")
     with pytest.raises(CommandError, match=f"#{login.pk}"):
         call_command("verify_audit_log", stdout=open("/dev/null", "w"))  # noqa: SIM115
 

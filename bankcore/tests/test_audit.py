@@ -7,6 +7,7 @@ from django.db import connection, transaction
 
 from bankcore.audit import audit_record
 from bankcore.models import AuditEvent
+from bankcore.testing import owner_cursor
 
 
 @pytest.fixture
@@ -34,42 +35,46 @@ def test_records_request_context_from_the_middleware(client):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_database_refuses_update_and_delete_of_events(staff_user):
     event = audit_record(action="x", actor=staff_user)
-    with pytest.raises(Exception, match="Cannot update or delete"), transaction.atomic():
+    # The app's role has no such privilege; the owner is stopped by the append-only trigger.
+    with pytest.raises(Exception, match="permission denied"), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).update(action="y")
-    with pytest.raises(Exception, match="Cannot update or delete"), transaction.atomic(), connection.cursor() as cursor:
+    with pytest.raises(Exception, match="permission denied"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM bankcore_auditevent WHERE id = %s", [event.pk])
+    with owner_cursor() as cursor:
+        with pytest.raises(Exception, match="Cannot update or delete"):
+            cursor.execute("UPDATE bankcore_auditevent SET action = 'y' WHERE id = %s", [event.pk])
+        with pytest.raises(Exception, match="Cannot update or delete"):
+            cursor.execute("DELETE FROM bankcore_auditevent WHERE id = %s", [event.pk])
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_editing_a_row_behind_the_triggers_back_makes_verify_fail(staff_user):
     audit_record(action="a", actor=staff_user)
     victim = audit_record(action="transfer.posted", actor=staff_user, details={"amount": "10.00"})
     audit_record(action="c", actor=staff_user)
-    with connection.cursor() as cursor:
-        # What an attacker with database access would do: bypass the trigger.
+    with owner_cursor() as cursor:
+        # What an attacker with the owner's (a superuser's) access would do: bypass the trigger.
         cursor.execute("SET session_replication_role = replica")
         cursor.execute(
             "UPDATE bankcore_auditevent SET details = %s WHERE id = %s", ['{"amount": "99999.00"}', victim.pk]
         )
-        cursor.execute("SET session_replication_role = DEFAULT")
     with pytest.raises(CommandError, match=f"#{victim.pk}"):
         call_command("verify_audit_log")
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_deleting_a_row_makes_verify_fail_at_its_successor(staff_user):
     audit_record(action="a", actor=staff_user)
     victim = audit_record(action="b", actor=staff_user)
     successor = audit_record(action="c", actor=staff_user)
-    with connection.cursor() as cursor:
+    with owner_cursor() as cursor:
         cursor.execute("SET session_replication_role = replica")
         cursor.execute("DELETE FROM bankcore_auditevent WHERE id = %s", [victim.pk])
-        cursor.execute("SET session_replication_role = DEFAULT")
     with pytest.raises(CommandError, match=f"#{successor.pk}"):
         call_command("verify_audit_log")
 
@@ -106,26 +111,24 @@ def test_concurrent_writers_keep_one_unbroken_chain(django_user_model):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_deleting_the_newest_row_of_a_chain_is_detected(staff_user):
     audit_record(action="a", actor=staff_user)
     newest = audit_record(action="b", actor=staff_user)
-    with connection.cursor() as cursor:
+    with owner_cursor() as cursor:
         cursor.execute("SET session_replication_role = replica")
         cursor.execute("DELETE FROM bankcore_auditevent WHERE id = %s", [newest.pk])
-        cursor.execute("SET session_replication_role = DEFAULT")
     with pytest.raises(CommandError, match="newest rows of chain"):
         call_command("verify_audit_log")
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_moving_a_row_to_another_chain_is_detected(staff_user):
     event = audit_record(action="a", actor=staff_user)
-    with connection.cursor() as cursor:
+    with owner_cursor() as cursor:
         cursor.execute("SET session_replication_role = replica")
         cursor.execute("UPDATE bankcore_auditevent SET chain = chain %% 16 + 1 WHERE id = %s", [event.pk])
-        cursor.execute("SET session_replication_role = DEFAULT")
     with pytest.raises(CommandError):
         call_command("verify_audit_log")
 

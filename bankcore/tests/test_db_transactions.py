@@ -12,6 +12,8 @@ from django.db import IntegrityError, connections, transaction
 from django.db.transaction import TransactionManagementError
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
 
+from bankcore.testing import connected_as_owner
+
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 connection = connections["default"]
@@ -19,18 +21,20 @@ connection = connections["default"]
 
 @pytest.fixture
 def scratch_table():
-    """A table of our own, and a second session to see what is committed."""
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE scratch_rows (n integer PRIMARY KEY)")
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("connection_factory", None)
-    other = psycopg2.connect(**params)
-    other.autocommit = True
-    yield other
-    other.close()
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE scratch_rows")
+    """A table of our own, and a second session to see what is committed. As the owner: the
+    app's runtime role may not create or alter tables, and these tests are about the backend."""
+    with connected_as_owner():
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE scratch_rows (n integer PRIMARY KEY)")
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("connection_factory", None)
+        other = psycopg2.connect(**params)
+        other.autocommit = True
+        yield other
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE scratch_rows")
 
 
 def committed_rows(other) -> list[int]:

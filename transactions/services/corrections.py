@@ -25,6 +25,7 @@ from transactions.exceptions import (
     MakerCannotApprove,
     ReversalAlreadyProposed,
 )
+from transactions.lock_objects import journal_reversal_lock
 from transactions.models import AdjustmentRequest, ReversalRequest, Transaction
 from transactions.services.ledger import Leg, post_transaction
 
@@ -33,13 +34,15 @@ def transaction_reverse(*, transaction_id: UUID, actor: Any, reason: str = "") -
     """Post a new transaction with every entry of `transaction_id` negated, now.
 
     The executor behind reversal_approve (staff never call it alone: a reversal needs
-    a maker and a checker). Atomic; at most one reversal per transaction (row lock + unique `reverses`).
+    a maker and a checker). Atomic; at most one reversal per transaction (a lock on
+    reversing it + unique `reverses`).
     Frozen accounts are still reversed (staff action); a customer account that has
     since spent the money is not overdrawn: InsufficientFunds, and staff adjust instead.
     """
 
     def work() -> Transaction:
-        original = Transaction.objects.select_for_update().get(pk=transaction_id)
+        journal_reversal_lock(transaction_id)
+        original = Transaction.objects.get(pk=transaction_id)
         _ensure_reversible(original)
         entries = list(original.entries.all())
         reversal, _ = post_transaction(

@@ -8,6 +8,7 @@ import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from bankcore.testing import owner_cursor
 from transactions.models import Entry
 from transactions.tests.factories import CustomerFactory, open_account
 
@@ -42,14 +43,19 @@ def _insert_entry(cur, txn, account, amount, balance_after=0) -> None:
 
 def test_raw_sql_update_of_an_entry_is_refused(funded_pair):
     entry = Entry.objects.filter(account=funded_pair[0]).first()
-    with pytest.raises(DatabaseError, match="entry_append_only"), connection.cursor() as cur:
+    # The app's role may not update entries at all; the owner is stopped by the trigger.
+    with pytest.raises(DatabaseError, match="permission denied"), connection.cursor() as cur:
+        cur.execute("UPDATE transactions_entry SET amount = amount + 1 WHERE id = %s", [entry.pk])
+    with pytest.raises(DatabaseError, match="entry_append_only"), owner_cursor() as cur:
         cur.execute("UPDATE transactions_entry SET amount = amount + 1 WHERE id = %s", [entry.pk])
     assert Entry.objects.get(pk=entry.pk).amount == entry.amount
 
 
 def test_raw_sql_delete_of_an_entry_is_refused(funded_pair):
     entry = Entry.objects.filter(account=funded_pair[0]).first()
-    with pytest.raises(DatabaseError, match="entry_append_only"), connection.cursor() as cur:
+    with pytest.raises(DatabaseError, match="permission denied"), connection.cursor() as cur:
+        cur.execute("DELETE FROM transactions_entry WHERE id = %s", [entry.pk])
+    with pytest.raises(DatabaseError, match="entry_append_only"), owner_cursor() as cur:
         cur.execute("DELETE FROM transactions_entry WHERE id = %s", [entry.pk])
     assert Entry.objects.filter(pk=entry.pk).exists()
 
@@ -102,7 +108,9 @@ def test_balance_below_overdraft_is_refused_by_the_database(funded_pair):
 
 def test_posted_transaction_amount_cannot_be_edited(funded_pair):
     entry = Entry.objects.filter(account=funded_pair[0]).first()
-    with pytest.raises(DatabaseError, match="transaction_money_read_only"), connection.cursor() as cur:
+    with pytest.raises(DatabaseError, match="permission denied"), connection.cursor() as cur:
+        cur.execute("UPDATE transactions_transaction SET amount = 1 WHERE id = %s", [entry.transaction_id])
+    with pytest.raises(DatabaseError, match="transaction_money_read_only"), owner_cursor() as cur:
         cur.execute("UPDATE transactions_transaction SET amount = 1 WHERE id = %s", [entry.transaction_id])
 
 
@@ -110,11 +118,13 @@ def test_verify_ledger_names_an_unbalanced_transaction_that_bypassed_the_trigger
     from transactions.services.verify import ledger_verify
 
     source, destination = funded_pair
-    with transaction.atomic(), connection.cursor() as cur:
+    with owner_cursor() as cur:
+        cur.execute("BEGIN")
         cur.execute("SET LOCAL session_replication_role = replica")  # a superuser bulk load, triggers off
         txn = _insert_transaction(cur)
         _insert_entry(cur, txn, source, -500)
         _insert_entry(cur, txn, destination, 400)
+        cur.execute("COMMIT")
     report = ledger_verify()
     assert not report.ok
     assert any(f"transaction {txn}: 2 EUR entries sum to -100" in violation for violation in report.violations)

@@ -73,14 +73,15 @@ def test_csv_statement_of_a_big_month_streams_in_bounded_memory():
 
     from django.db import connection, transaction
 
+    from bankcore.testing import connected_as_owner
     from transactions.statements import statement_csv
     from transactions.tests.factories import CustomerFactory
 
     owner = CustomerFactory()
     account, contra = open_account(owner), open_account(CustomerFactory())
     entries = 20_000
-    with transaction.atomic(), connection.cursor() as cur:
-        # Bulk load (balanced pairs, triggers off for the load only); verified below.
+    # Bulk load as the owner (balanced pairs, triggers off for the load only); verified below.
+    with connected_as_owner(), transaction.atomic(), connection.cursor() as cur:
         cur.execute("SET LOCAL session_replication_role = replica")
         cur.execute(
             "CREATE TEMP TABLE big ON COMMIT DROP AS SELECT n, gen_random_uuid() AS id,"
