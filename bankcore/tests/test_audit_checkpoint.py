@@ -15,7 +15,7 @@ import pytest
 import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, connections
+from django.db import connections
 
 from bankcore.audit import ChainBreak, audit_event, audit_write, chain_hash, verify_chain
 from bankcore.audit_checkpoint import (
@@ -25,6 +25,7 @@ from bankcore.audit_checkpoint import (
     latest_checkpoint,
 )
 from bankcore.models import AuditChainHead, AuditEvent
+from bankcore.testing import owner_cursor
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -45,8 +46,9 @@ def history(chain: int, count: int) -> list[AuditEvent]:
 
 
 def as_owner(*statements: tuple[str, list]) -> None:
-    """Run statements with the audit table's append-only trigger disabled, as its owner could."""
-    with connection.cursor() as cursor:
+    """Run statements with the audit table's append-only trigger disabled, as its owner could
+    (the app's runtime role can do none of this)."""
+    with owner_cursor() as cursor:
         cursor.execute(
             "SELECT tgname FROM pg_trigger WHERE tgrelid = 'bankcore_auditevent'::regclass "
             "AND tgname LIKE 'pgtrigger_audit_event_append_only%%'"
