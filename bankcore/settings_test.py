@@ -1,8 +1,8 @@
 """Settings for the test suite: bankcore.settings on real PostgreSQL and Redis.
 
-DATABASE_URL and REDIS_URL default to the local servers. When one does not answer,
-the suite falls back (SQLite / no Redis) and conftest.py skips the tests that need it,
-saying so loudly; with REQUIRE_SERVICES=1 the run fails instead.
+DATABASE_URL and REDIS_URL default to the local servers. A service that does not answer is
+recorded in MISSING_SERVICES, never replaced by another: conftest.py stops the run naming it
+(or, with ALLOW_MISSING_SERVICES=1, skips the tests that need it).
 """
 
 import os
@@ -26,11 +26,8 @@ def _answers(url: str, default_port: int) -> bool:
 MISSING_SERVICES: dict[str, str] = {}
 if not _answers(os.environ["DATABASE_URL"], 5432):
     MISSING_SERVICES["postgres"] = f"PostgreSQL not reachable at {os.environ['DATABASE_URL']}"
-    os.environ["DATABASE_URL"] = "sqlite:///" + os.path.join(os.path.dirname(__file__), "..", "var", "test.sqlite3")
 if not _answers(os.environ["REDIS_URL"], 6379):
     MISSING_SERVICES["redis"] = f"Redis not reachable at {os.environ['REDIS_URL']}"
-    os.environ["REDIS_URL"] = ""
-    os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
 from bankcore.settings import *  # noqa: E402,F403
 from bankcore.settings import REST_FRAMEWORK  # noqa: E402
