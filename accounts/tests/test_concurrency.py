@@ -32,7 +32,7 @@ def race(count: int, action: Callable[[], int]) -> list[int]:
             outcome = action()
             with lock:
                 results.append(outcome)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread below
+        except BaseException as exc:  # re-raised in the test's thread below
             with lock:
                 errors.append(exc)
         finally:
