@@ -198,12 +198,10 @@ def test_a_reversal_onto_frozen_accounts_posts_and_leaves_them_frozen(customer, 
 
 
 def test_an_adjustment_that_would_overdraw_is_refused_at_approval_and_stays_pending(customer, staff, checker):
-    from accounts.services.bank_accounts import bank_account_set_overdraft
-    from transactions.tests.snapshots import assert_unchanged, ledger_snapshot
-
     from django.db import transaction
 
-    from accounts.services.bank_accounts import internal_account
+    from accounts.services.bank_accounts import bank_account_set_overdraft, internal_account
+    from transactions.tests.snapshots import assert_unchanged, ledger_snapshot
 
     account = open_account(customer, balance=1_000)
     internal_account(purpose="adjustments", currency="EUR")  # exists before: the snapshot is about money
