@@ -202,3 +202,106 @@ def test_step_up_refuses_an_amount_sent_as_a_json_number():
     assert response.status_code == 400
     assert "amount" in response.json()["error"]["details"]
     assert not StepUpToken.objects.filter(user=user).exists()
+
+
+def _lock(user):
+    from accounts.services.lockout import MAX_FAILED_ATTEMPTS, record_auth_failure
+
+    for _ in range(MAX_FAILED_ATTEMPTS):
+        record_auth_failure(user=user, factor="password", reason="wrong_password")
+    user.refresh_from_db()
+    assert user.is_locked()
+
+
+def test_step_up_is_refused_while_the_account_is_locked_even_with_a_right_code():
+    """A lock (someone guessing) stops every factor; a right code does not open it, nor is it spent."""
+    from accounts.tests.factories import new_backup_code
+
+    user = UserFactory()
+    authenticator, _ = enrol_totp(user)
+    backup = new_backup_code(user)
+    client = authenticated_client(user)
+    _lock(user)
+    body = {"purpose": "transfer", "amount": "1200.00", "currency": "EUR", "payee": PAYEE_X}
+    for code in (totp_code(authenticator), backup):
+        response = client.post("/api/v1/auth/step-up", {**body, "code": code})
+        assert response.status_code == 403 and response.json()["error"]["code"] == "account_locked"
+    assert not StepUpToken.objects.filter(user=user).exists()
+    assert not AuditEvent.objects.filter(action="auth.step_up_issued").exists()
+    # When the lock ends, the backup code refused during it still works: it was not used up.
+    type(user).objects.filter(pk=user.pk).update(locked_until=timezone.now() - timedelta(seconds=1))
+    response = client.post("/api/v1/auth/step-up", {**body, "code": backup})
+    assert response.status_code == 200, response.content
+
+
+def test_step_up_with_a_device_signature_is_refused_while_the_account_is_locked():
+    device = DeviceFactory()
+    client = authenticated_client(device.user)
+    challenge = client.post("/api/v1/auth/device/challenge", {"device_id": str(device.id)}).json()["challenge"]
+    _lock(device.user)
+    signed = f"bankcore-step-up:v1|transfer|2500.00|EUR|{PAYEE_X}|{challenge}"
+    response = client.post(
+        "/api/v1/auth/step-up",
+        {
+            "purpose": "transfer",
+            "amount": "2500.00",
+            "currency": "EUR",
+            "payee": PAYEE_X,
+            "device_id": str(device.id),
+            "challenge": challenge,
+            "signature": sign(device.private_key, signed),
+        },
+    )
+    assert response.status_code == 403 and response.json()["error"]["code"] == "account_locked"
+    assert not StepUpToken.objects.filter(user=device.user).exists()
+
+
+def _device_step_up(client, device, challenge, amount="2500.00"):
+    signed = f"bankcore-step-up:v1|transfer|{amount}|EUR|{PAYEE_X}|{challenge}"
+    return client.post(
+        "/api/v1/auth/step-up",
+        {
+            "purpose": "transfer",
+            "amount": amount,
+            "currency": "EUR",
+            "payee": PAYEE_X,
+            "device_id": str(device.id),
+            "challenge": challenge,
+            "signature": sign(device.private_key, signed),
+        },
+    )
+
+
+def test_step_up_signed_by_a_revoked_device_is_refused_and_counted():
+    """A challenge fetched before the device was revoked, signed correctly by its key: a lost
+    phone's key must stop authorising payments the moment the customer revokes it."""
+    from accounts.services.devices import device_revoke
+
+    device = DeviceFactory()
+    other = DeviceFactory(user=device.user, name="iPad")
+    client = authenticated_client(device.user, device=other)
+    challenge = client.post("/api/v1/auth/device/challenge", {"device_id": str(device.id)}).json()["challenge"]
+    device_revoke(device=device, actor=device.user)
+
+    response = _device_step_up(client, device, challenge)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_credentials"
+    assert not StepUpToken.objects.filter(user=device.user).exists()
+    device.user.refresh_from_db()
+    assert device.user.failed_auth_attempts == 1
+    # A new challenge is not even given to a revoked device.
+    refused = client.post("/api/v1/auth/device/challenge", {"device_id": str(device.id)})
+    assert refused.status_code == 401
+
+
+def test_a_device_challenge_signs_one_step_up_only():
+    device = DeviceFactory()
+    client = authenticated_client(device.user)
+    challenge = client.post("/api/v1/auth/device/challenge", {"device_id": str(device.id)}).json()["challenge"]
+    assert _device_step_up(client, device, challenge).status_code == 200
+    # The same challenge again - replayed as it was, or signed afresh over another amount.
+    for amount in ("2500.00", "3000.00"):
+        response = _device_step_up(client, device, challenge, amount=amount)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_credentials"
+    assert StepUpToken.objects.filter(user=device.user).count() == 1
+    device.user.refresh_from_db()
+    assert device.user.failed_auth_attempts == 2

@@ -178,3 +178,61 @@ def test_event_details_are_stored_as_they_read_back_from_json():
     key = uuid.uuid4()
     event = audit_event(action="test.rich", details={"id": key, "amount": Decimal("1.50"), "nested": {"a": [1]}})
     assert event.details == {"id": str(key), "amount": "1.50", "nested": {"a": [1]}}
+
+
+def _chain_of(count, user):
+    events = [audit_record(action=f"step.{n}", actor=user, details={"n": n}) for n in range(count)]
+    assert len({event.chain for event in events}) == 1  # one connection: one chain
+    return events
+
+
+def _behind_the_triggers(sql, params):
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute(sql, params)
+        cursor.execute("SET session_replication_role = DEFAULT")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 6, 7, 5000])
+def test_verify_checks_an_intact_chain_across_its_batch_boundaries(staff_user, batch_size):
+    """Each batch must continue from the previous batch's last hash: every row counted once."""
+    import io
+
+    from bankcore.audit import verify_chain
+
+    _chain_of(7, staff_user)
+    steps = list(verify_chain(batch_size=batch_size))
+    assert all(isinstance(step, int) for step in steps) and steps[-1] == 7
+    out = io.StringIO()
+    call_command("verify_audit_log", batch_size=batch_size, stdout=out)
+    assert "Audit chain intact: 7 events verified." in out.getvalue()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_a_row_deleted_at_a_batch_boundary_is_detected_at_its_successor(staff_user, batch_size):
+    """Row `batch_size` deleted: the first batch ends just before it and the next one starts with
+    its successor, which must be checked against the hash carried over from the previous batch,
+    not trusted for what its own batch starts with."""
+    events = _chain_of(7, staff_user)
+    _behind_the_triggers("DELETE FROM bankcore_auditevent WHERE id = %s", [events[batch_size].pk])
+    with pytest.raises(CommandError, match=f"#{events[batch_size + 1].pk}: prev_hash"):
+        call_command("verify_audit_log", batch_size=batch_size)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_row_edited_at_a_batch_boundary_is_detected(staff_user):
+    events = _chain_of(7, staff_user)
+    _behind_the_triggers("UPDATE bankcore_auditevent SET details = %s WHERE id = %s", ['{"n": 99}', events[3].pk])
+    with pytest.raises(CommandError, match=f"#{events[3].pk}: content"):
+        call_command("verify_audit_log", batch_size=3)
+
+
+@pytest.mark.django_db
+def test_verify_refuses_a_batch_size_below_one():
+    with pytest.raises(CommandError, match="batch-size"):
+        call_command("verify_audit_log", batch_size=0)

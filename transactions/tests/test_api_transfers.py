@@ -8,10 +8,11 @@ import pytest
 
 from accounts.models import BankAccount
 from notifications.models import Notification
-from transactions.models import CustomerLimit, IdempotencyKey, Transaction
+from transactions.models import CustomerLimit, Transaction
 from transactions.services.verify import ledger_verify
 from transactions.tests.conftest import client_for, send_pending_notices
 from transactions.tests.factories import CustomerFactory, open_account
+from transactions.tests.snapshots import assert_refusal_moved_nothing, ledger_snapshot
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -28,6 +29,17 @@ def send(client, source, destination, amount="10.00", currency="EUR", key=None, 
 
 def error_code(response):
     return response.json()["error"]["code"]
+
+
+def refused(client, source, destination, amount="10.00", currency="EUR", *, status=422, code, **extra):
+    """Send a transfer that must be refused with `status` and `code`, and prove it changed nothing:
+    balances, journal, entries, limit usage, alerts, audit, step-up tokens and idempotency keys."""
+    key = uuid.uuid4().hex
+    before = ledger_snapshot()
+    response = send(client, source, destination, amount, currency, key=key, **extra)
+    assert (response.status_code, error_code(response)) == (status, code), response.content
+    assert_refusal_moved_nothing(before, response, key=key)
+    return response
 
 
 def test_transfer_posts_and_moves_both_balances(customer, customer_client, accounts):
@@ -58,20 +70,44 @@ def test_destination_iban_may_have_spaces(customer_client, accounts):
 @pytest.mark.parametrize("amount", ["0", "0.00", "-5.00", "1.005", "abc", "1e3", "", "99999999999999999", 12.5, None])
 def test_malformed_amounts_answer_400_and_move_nothing(customer_client, accounts, amount):
     source, destination = accounts
-    response = send(customer_client, source.pk, destination.iban, amount)
-    assert response.status_code == 400, response.content
-    assert error_code(response) == "invalid_request"
+    # The key is released with a 400 (checked by `refused`): the client may fix the body and retry.
+    response = refused(customer_client, source.pk, destination.iban, amount, status=400, code="invalid_request")
     assert "amount" in response.json()["error"]["details"]
-    assert Transaction.objects.filter(kind="transfer").count() == 0
-    assert IdempotencyKey.objects.count() == 0  # released: the client may fix the body and retry
 
 
 def test_invalid_or_unknown_destination_answers_400(customer_client, accounts):
     source, _ = accounts
-    response = send(customer_client, source.pk, "DE00370400440532013000")
-    assert response.status_code == 400 and "destination" in response.json()["error"]["details"]
-    response = send(customer_client, source.pk, "DE89370400440532013000")  # valid IBAN, not ours
-    assert response.status_code == 400 and "destination" in response.json()["error"]["details"]
+    response = refused(customer_client, source.pk, "DE00370400440532013000", status=400, code="invalid_request")
+    assert "destination" in response.json()["error"]["details"]
+    # A valid IBAN, not ours.
+    response = refused(customer_client, source.pk, "DE89370400440532013000", status=400, code="invalid_request")
+    assert "destination" in response.json()["error"]["details"]
+
+
+@pytest.mark.parametrize("purpose", ["cash_vault", "fees_income", "suspense", "settlement_clearing", "adjustments"])
+def test_a_transfer_to_one_of_the_banks_internal_accounts_is_refused_and_moves_nothing(
+    customer_client, accounts, purpose
+):
+    """The bank's own books are not payees: paying into the cash vault or the fees account would
+    hide money from the customer ledger. Answered like an IBAN we do not know."""
+    from accounts.services.bank_accounts import internal_account
+
+    source, _ = accounts
+    internal = internal_account(purpose=purpose, currency="EUR")
+    response = refused(customer_client, source.pk, internal.iban, status=400, code="invalid_request")
+    assert "destination" in response.json()["error"]["details"]
+    # Above the step-up threshold too: no second factor is asked for a payee that does not exist.
+    refused(customer_client, source.pk, internal.iban, "1500.00", status=400, code="invalid_request")
+
+
+def test_a_transfer_to_a_closed_account_is_refused_and_moves_nothing(customer_client, accounts):
+    from accounts.services.bank_accounts import bank_account_set_status
+
+    source, destination = accounts
+    bank_account_set_status(account=destination, status="closed", actor="system:test")
+    response = refused(customer_client, source.pk, destination.iban, status=400, code="invalid_request")
+    assert "destination" in response.json()["error"]["details"]
+    refused(customer_client, source.pk, destination.iban, "1500.00", status=400, code="invalid_request")
 
 
 def test_source_account_of_another_customer_answers_404(customer_client, accounts):
@@ -93,44 +129,49 @@ def test_another_customers_transfer_answers_404(customer_client, accounts):
     assert customer_client.get("/api/v1/transfers").json()["results"] == []
 
 
-def test_insufficient_funds_answers_422(customer_client, accounts):
+def test_insufficient_funds_answers_422_and_moves_nothing(customer, customer_client, accounts):
     source, destination = accounts
-    response = send(customer_client, source.pk, destination.iban, "5000.01")
-    assert response.status_code == 422 and error_code(response) == "insufficient_funds"
+    # Above the step-up threshold: refused before any second factor is asked for.
+    response = refused(customer_client, source.pk, destination.iban, "5000.01", code="insufficient_funds")
+    assert response.json()["error"]["details"]["available"] == "5000.00"
+    # Below it: refused by the posting itself.
+    small = open_account(customer, balance=5_000)
+    response = refused(customer_client, small.pk, destination.iban, "50.01", code="insufficient_funds")
+    assert response.json()["error"]["details"]["available"] == "50.00"
+    assert send(customer_client, small.pk, destination.iban, "50.00").status_code == 201
 
 
-def test_frozen_source_answers_422_account_frozen(customer_client, accounts):
+def test_frozen_source_answers_422_account_frozen_and_moves_nothing(customer_client, accounts):
     source, destination = accounts
     BankAccount.objects.filter(pk=source.pk).update(status="frozen")
-    response = send(customer_client, source.pk, destination.iban)
-    assert response.status_code == 422 and error_code(response) == "account_frozen"
+    refused(customer_client, source.pk, destination.iban, code="account_frozen")
+    refused(customer_client, source.pk, destination.iban, "1500.00", code="account_frozen")
 
 
-def test_frozen_destination_answers_422_account_frozen(customer_client, accounts):
+def test_frozen_destination_answers_422_account_frozen_and_moves_nothing(customer_client, accounts):
     source, destination = accounts
     BankAccount.objects.filter(pk=destination.pk).update(status="frozen")
-    assert error_code(send(customer_client, source.pk, destination.iban)) == "account_frozen"
+    refused(customer_client, source.pk, destination.iban, code="account_frozen")
+    refused(customer_client, source.pk, destination.iban, "1500.00", code="account_frozen")
 
 
-def test_currency_mismatch_answers_422(customer, customer_client, accounts):
+def test_currency_mismatch_answers_422_and_moves_nothing(customer, customer_client, accounts):
     source, destination = accounts
-    response = send(customer_client, source.pk, destination.iban, "10.00", "USD")
-    assert response.status_code == 422 and error_code(response) == "currency_mismatch"
+    refused(customer_client, source.pk, destination.iban, "10.00", "USD", code="currency_mismatch")
     usd = open_account(CustomerFactory(), currency="USD")
-    assert error_code(send(customer_client, source.pk, usd.iban)) == "currency_mismatch"
+    refused(customer_client, source.pk, usd.iban, code="currency_mismatch")
 
 
-def test_same_account_answers_422(customer_client, accounts):
+def test_same_account_answers_422_and_moves_nothing(customer_client, accounts):
     source, _ = accounts
-    response = send(customer_client, source.pk, source.iban)
-    assert response.status_code == 422 and error_code(response) == "same_account"
+    refused(customer_client, source.pk, source.iban, code="same_account")
 
 
-def test_per_transfer_limit_answers_422_limit_exceeded(customer, customer_client, accounts):
+def test_per_transfer_limit_answers_422_limit_exceeded_and_moves_nothing(customer, customer_client, accounts):
     source, destination = accounts
     CustomerLimit.objects.create(user=customer, currency="EUR", per_transfer=5_000)
-    response = send(customer_client, source.pk, destination.iban, "50.01")
-    assert response.status_code == 422 and error_code(response) == "limit_exceeded"
+    response = refused(customer_client, source.pk, destination.iban, "50.01", code="limit_exceeded")
+    assert response.json()["error"]["details"] == {"limit": "per_transfer", "per_transfer": "50.00"}
     assert send(customer_client, source.pk, destination.iban, "50.00").status_code == 201
 
 
@@ -138,8 +179,8 @@ def test_rolling_daily_limit_counts_the_last_24_hours(customer, customer_client,
     source, destination = accounts
     CustomerLimit.objects.create(user=customer, currency="EUR", daily=10_000)
     assert send(customer_client, source.pk, destination.iban, "60.00").status_code == 201
-    response = send(customer_client, source.pk, destination.iban, "40.01")
-    assert response.status_code == 422 and error_code(response) == "limit_exceeded"
+    # The refusal leaves the usage at 60.00 (the snapshot covers transactions_limitusage).
+    response = refused(customer_client, source.pk, destination.iban, "40.01", code="limit_exceeded")
     assert response.json()["error"]["details"]["remaining_today"] == "40.00"
     assert send(customer_client, source.pk, destination.iban, "40.00").status_code == 201
     limits = customer_client.get("/api/v1/limits?currency=EUR").json()
@@ -166,8 +207,7 @@ def test_limits_default_to_the_bank_settings(customer_client, accounts):
 
 def test_transfer_above_the_step_up_threshold_without_token_answers_403(customer_client, accounts):
     source, destination = accounts
-    response = send(customer_client, source.pk, destination.iban, "1000.01")
-    assert response.status_code == 403 and error_code(response) == "step_up_required"
+    response = refused(customer_client, source.pk, destination.iban, "1000.01", status=403, code="step_up_required")
     details = response.json()["error"]["details"]
     assert (details["purpose"], details["amount"], details["currency"], details["payee"]) == (
         "transfer",
@@ -175,7 +215,6 @@ def test_transfer_above_the_step_up_threshold_without_token_answers_403(customer
         "EUR",
         destination.iban,
     )
-    assert Transaction.objects.filter(kind="transfer").count() == 0
     assert send(customer_client, source.pk, destination.iban, "1000.00").status_code == 201
 
 
@@ -184,12 +223,11 @@ def test_step_up_token_bound_to_amount_and_payee_lets_the_transfer_post_once(cus
 
     source, destination = accounts
     token = step_up_token_for(customer, amount="1500.00", currency="EUR", payee=destination.iban)
-    wrong_amount = send(customer_client, source.pk, destination.iban, "1500.01", step_up_token=token)
-    assert wrong_amount.status_code == 403 and error_code(wrong_amount) == "step_up_required"
+    # Refused without spending the token (the snapshot covers step-up tokens).
+    step_up = {"status": 403, "code": "step_up_required", "step_up_token": token}
+    refused(customer_client, source.pk, destination.iban, "1500.01", **step_up)
     other_payee = open_account(CustomerFactory())
-    assert error_code(send(customer_client, source.pk, other_payee.iban, "1500.00", step_up_token=token)) == (
-        "step_up_required"
-    )
+    refused(customer_client, source.pk, other_payee.iban, "1500.00", **step_up)
     ok = send(customer_client, source.pk, destination.iban, "1500.00", step_up_token=token)
     assert ok.status_code == 201, ok.content
     reused = send(customer_client, source.pk, destination.iban, "1500.00", step_up_token=token)
@@ -197,15 +235,16 @@ def test_step_up_token_bound_to_amount_and_payee_lets_the_transfer_post_once(cus
     assert Transaction.objects.filter(kind="transfer").count() == 1
 
 
-def test_step_up_token_is_not_used_up_by_a_refused_transfer(customer, customer_client, accounts):
+def test_step_up_token_is_not_asked_for_or_used_up_by_a_transfer_refused_before_it(customer, customer_client, accounts):
+    """Rules that would refuse the transfer anyway are checked before the second factor.
+    (A refusal *after* the token was consumed: test_step_up.py's post-consume failures.)"""
     from accounts.tests.factories import step_up_token_for
 
     source, destination = accounts
     BankAccount.objects.filter(pk=destination.pk).update(status="frozen")
     token = step_up_token_for(customer, amount="2000.00", currency="EUR", payee=destination.iban)
-    assert error_code(send(customer_client, source.pk, destination.iban, "2000.00", step_up_token=token)) == (
-        "account_frozen"
-    )
+    refused(customer_client, source.pk, destination.iban, "2000.00", code="account_frozen", step_up_token=token)
+    refused(customer_client, source.pk, destination.iban, "2000.00", code="account_frozen")  # no 403 either
     BankAccount.objects.filter(pk=destination.pk).update(status="active")
     assert send(customer_client, source.pk, destination.iban, "2000.00", step_up_token=token).status_code == 201
 

@@ -174,3 +174,75 @@ def test_overdraft_is_changed_through_the_audited_service_and_never_below_the_ba
     account.refresh_from_db()
     assert (account.balance, account.overdraft_limit) == (-3_000, 5_000)
     assert AuditEvent.objects.filter(action="bank_account.overdraft_changed").count() == 1
+
+
+def test_a_reversal_onto_frozen_accounts_posts_and_leaves_them_frozen(customer, staff):
+    """A freeze stops the customer, not the bank's own correction of a posting in error."""
+    from accounts.services.bank_accounts import bank_account_set_status
+
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    original = transfer_create(
+        user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=3_000, currency="EUR"
+    )
+    for account in (source, destination):
+        bank_account_set_status(account=account, status="frozen", actor=staff)
+    reversal = transaction_reverse(transaction_id=original.pk, actor=staff, reason="Fraud: sent in error")
+    source.refresh_from_db()
+    destination.refresh_from_db()
+    assert (source.balance, destination.balance) == (10_000, 0)
+    assert (source.status, destination.status) == ("frozen", "frozen")
+    assert sorted(Entry.objects.filter(transaction=reversal).values_list("account_id", "amount")) == sorted(
+        [(source.pk, 3_000), (destination.pk, -3_000)]
+    )
+    assert ledger_verify().ok
+
+
+def test_an_adjustment_that_would_overdraw_is_refused_at_approval_and_stays_pending(customer, staff, checker):
+    from django.db import transaction
+
+    from accounts.services.bank_accounts import bank_account_set_overdraft, internal_account
+    from transactions.tests.snapshots import assert_unchanged, ledger_snapshot
+
+    account = open_account(customer, balance=1_000)
+    internal_account(purpose="adjustments", currency="EUR")  # exists before: the snapshot is about money
+    adjustment = adjustment_propose(account=account, amount=-1_001, reason="Duplicate refund", actor=staff)
+    before = ledger_snapshot()
+    # In its own transaction, as every caller (admin action, command) runs it.
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        adjustment_approve(adjustment_id=adjustment.pk, actor=checker)
+    assert_unchanged(before, ledger_snapshot())  # no posting, no audit of an approval
+    adjustment.refresh_from_db()
+    assert (adjustment.status, adjustment.decided_by, adjustment.transaction) == ("pending", None, None)
+    # The admin action says so instead of failing the page, and posts nothing.
+    model_admin = site._registry[AdjustmentRequest]
+    request = admin_request(checker, "post")
+    model_admin.actions[0](model_admin, request, AdjustmentRequest.objects.filter(pk=adjustment.pk))
+    assert [m.level_tag for m in request._messages] == ["error"]
+    assert_unchanged(before, ledger_snapshot())
+    # Within an overdraft the same adjustment posts.
+    bank_account_set_overdraft(account=account, overdraft_limit=1, actor=staff)
+    assert adjustment_approve(adjustment_id=adjustment.pk, actor=checker).status == "posted"
+    account.refresh_from_db()
+    assert account.balance == -1
+    assert ledger_verify().ok
+
+
+def test_a_zero_adjustment_is_refused_by_the_service_the_admin_form_and_the_database(customer, staff):
+    from django.db import IntegrityError, transaction
+
+    account = open_account(customer, balance=1_000)
+    audit_rows = AuditEvent.objects.count()
+    with pytest.raises(ValueError, match="zero"):
+        adjustment_propose(account=account, amount=0, reason="Nothing", actor=staff)
+    # The admin's add form: a form error, not a server error.
+    model_admin = site._registry[AdjustmentRequest]
+    request = admin_request(staff, "post", data={"account": str(account.pk), "amount": "0", "reason": "Nothing"})
+    request._dont_enforce_csrf_checks = True
+    response = model_admin.add_view(request)
+    response.render()
+    assert response.status_code == 200 and response.context_data["errors"]
+    assert not AdjustmentRequest.objects.exists()
+    assert AuditEvent.objects.count() == audit_rows
+    # And the table itself.
+    with pytest.raises(IntegrityError, match="adjustment_amount_nonzero"), transaction.atomic():
+        AdjustmentRequest.objects.create(account=account, amount=0, reason="Nothing", proposed_by=staff)

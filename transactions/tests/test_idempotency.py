@@ -1,4 +1,5 @@
-"""Idempotency-Key lifecycle: in-flight 409, crashed-request takeover, 24 h expiry."""
+"""Idempotency-Key lifecycle: in-flight 409, keys freed by 400/403/404, crashed-request takeover,
+24 h expiry, malformed keys, and the bounded retry that ends in 503."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from transactions.models import IdempotencyKey, Transaction
+from transactions.models import CustomerLimit, IdempotencyKey, Transaction
 from transactions.tasks import expire_idempotency_keys
 from transactions.tests.factories import CustomerFactory, open_account
 
@@ -47,7 +48,9 @@ def _leftover_claim(customer, key, body, lease_left):
     )
 
 
-def test_duplicate_while_the_first_is_in_flight_answers_409(customer, customer_client, pair):
+def test_an_in_progress_claim_committed_by_an_earlier_version_answers_409_while_its_lease_runs(
+    customer, customer_client, pair
+):
     source, destination = pair
     _leftover_claim(customer, "inflight", _body(source, destination), timedelta(seconds=30))
     response = _send(customer_client, source, destination, "inflight")
@@ -98,3 +101,162 @@ def test_expired_keys_are_forgotten_by_the_beat_task(customer, customer_client, 
     # The forgotten key is free again: a new request with it posts a new transfer.
     assert _send(customer_client, source, destination, "old").status_code == 201
     assert Transaction.objects.filter(kind="transfer").count() == 3
+
+
+# --- A duplicate while the first request is inside its handler (real threads, real PostgreSQL) ---
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_while_the_first_request_is_held_in_its_handler_answers_409_at_once(monkeypatch):
+    """The first request holds the key (its transaction's advisory lock) while it is still posting:
+    a duplicate must answer 409 at once - not wait for it, not run a second time."""
+    import threading
+
+    from django.db import connection
+
+    from transactions.api import views
+    from transactions.tests.conftest import client_for
+
+    customer = CustomerFactory()
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    client = client_for(customer)
+    inside, release = threading.Event(), threading.Event()
+    real_transfer_create = views.transfer_create
+
+    def held_transfer_create(**kwargs):
+        inside.set()
+        assert release.wait(30), "the test never released the first request"
+        return real_transfer_create(**kwargs)
+
+    monkeypatch.setattr(views, "transfer_create", held_transfer_create)
+    responses = {}
+
+    def request(name):
+        try:
+            responses[name] = _send(client, source, destination, "held")
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=request, args=("first",))
+    first.start()
+    try:
+        assert inside.wait(30), "the first request never reached its handler"
+        duplicate = threading.Thread(target=request, args=("duplicate",))
+        duplicate.start()
+        duplicate.join(10)
+        assert not duplicate.is_alive(), "the duplicate waited for the first request instead of answering 409"
+        assert first.is_alive()  # still held: the 409 came while it was in flight
+    finally:
+        release.set()
+        first.join(30)
+    assert responses["duplicate"].status_code == 409
+    assert responses["duplicate"].json()["error"]["code"] == "idempotency_in_progress"
+    assert responses["first"].status_code == 201, responses["first"].content
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+    replay = _send(client, source, destination, "held")
+    assert replay.status_code == 201 and replay.json() == responses["first"].json()
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+
+
+# --- Answers the client fixes and retries with the same key: the key stays free ---
+
+
+def test_the_same_key_posts_after_a_403_step_up_required(customer, customer_client, pair):
+    from accounts.tests.factories import step_up_token_for
+
+    source, destination = pair
+    CustomerLimit.objects.create(user=customer, currency="EUR", step_up_threshold=1_000)
+    first = _send(customer_client, source, destination, "big", amount="20.00")
+    assert first.status_code == 403 and first.json()["error"]["code"] == "step_up_required"
+    assert not IdempotencyKey.objects.filter(key="big").exists()
+    token = step_up_token_for(customer, amount="20.00", currency="EUR", payee=destination.iban)
+    body = {**_body(source, destination, "20.00"), "step_up_token": token}
+    retry = customer_client.post("/api/v1/transfers", body, format="json", HTTP_IDEMPOTENCY_KEY="big")
+    assert retry.status_code == 201, retry.content
+    assert "Idempotent-Replayed" not in retry
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+
+
+def test_the_same_key_posts_after_a_404_for_a_source_account_that_is_not_the_callers(customer_client, pair):
+    source, destination = pair
+    theirs = open_account(CustomerFactory(), balance=10_000)
+    first = _send(customer_client, theirs, destination, "fixed")
+    assert first.status_code == 404 and first.json()["error"]["code"] == "not_found"
+    assert not IdempotencyKey.objects.filter(key="fixed").exists()
+    retry = _send(customer_client, source, destination, "fixed")  # the app fixed the body, kept the key
+    assert retry.status_code == 201, retry.content
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+
+
+def test_an_expired_but_not_yet_swept_key_is_reclaimed_by_a_new_request(customer, customer_client, pair):
+    source, destination = pair
+
+    def expire():
+        IdempotencyKey.objects.filter(key="old").update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert _send(customer_client, source, destination, "old", amount="1.00").status_code == 201
+    expire()
+    # The same body again: a new transfer, not a replay of the expired answer.
+    again = _send(customer_client, source, destination, "old", amount="1.00")
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again
+    expire()
+    # Another body under the expired key: a new request, not 422 key reused.
+    other = _send(customer_client, source, destination, "old", amount="2.00")
+    assert other.status_code == 201, other.content
+    assert [t.amount for t in Transaction.objects.filter(kind="transfer").order_by("created_at")] == [100, 100, 200]
+    row = IdempotencyKey.objects.get(key="old")
+    assert row.expires_at > timezone.now() + timedelta(hours=23)
+    assert row.response_body == other.json()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "x" * 256, "tab\there", "new\nline", "del\x7f", "schl\u00fcssel", "\u043a\u043b\u044e\u0447"],
+    ids=["empty", "256-chars", "tab", "newline", "DEL", "latin-1", "cyrillic"],
+)
+def test_a_malformed_key_answers_400_and_moves_nothing(customer, customer_client, pair, key):
+    from transactions.tests.snapshots import assert_refusal_moved_nothing, ledger_snapshot
+
+    source, destination = pair
+    before = ledger_snapshot()
+    response = _send(customer_client, source, destination, key)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+    assert "Idempotency-Key" in response.json()["error"]["details"]
+    assert_refusal_moved_nothing(before, response, key=key)
+
+
+@pytest.mark.parametrize("key", ["x" * 255, " ", "~", "a b:c/d=e+f"], ids=["255-chars", "space", "tilde", "mixed"])
+def test_any_1_to_255_printable_ascii_characters_are_a_key(customer_client, pair, key):
+    source, destination = pair
+    assert _send(customer_client, source, destination, key).status_code == 201
+    assert IdempotencyKey.objects.get().key == key
+
+
+# --- Transient database failures: retried as a whole, then 503 with nothing kept ---
+
+
+def test_a_deadlock_while_posting_is_retried_and_the_request_posts_once(customer_client, pair):
+    from transactions.tests.faults import journal_inserts_fail
+
+    source, destination = pair
+    with journal_inserts_fail(sqlstate="40P01", times=2) as fault:
+        response = _send(customer_client, source, destination, "retried")
+        assert fault.attempts() == 3
+    assert response.status_code == 201, response.content
+    assert Transaction.objects.filter(kind="transfer").count() == 1
+    assert IdempotencyKey.objects.get(key="retried").state == "completed"
+
+
+def test_serialization_failures_on_every_attempt_end_in_503_unavailable_with_nothing_committed(customer_client, pair):
+    from bankcore.idempotency import _MAX_ATTEMPTS
+    from transactions.tests.faults import journal_inserts_fail
+    from transactions.tests.snapshots import assert_refusal_moved_nothing, ledger_snapshot
+
+    source, destination = pair
+    before = ledger_snapshot()
+    with journal_inserts_fail(sqlstate="40001") as fault:
+        response = _send(customer_client, source, destination, "busy")
+        assert fault.attempts() == _MAX_ATTEMPTS == 5  # bounded, and each attempt really ran
+    assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+    assert_refusal_moved_nothing(before, response, key="busy")  # no key kept: the retry may run
+    assert _send(customer_client, source, destination, "busy").status_code == 201

@@ -155,10 +155,28 @@ def test_jpy_amounts_have_no_minor_digits():
 
 
 def test_internal_account_may_go_negative_but_customers_may_not(db):
-    owner = CustomerFactory()
-    account = open_account(owner, balance=100)
-    vault = internal_account(purpose="cash_vault", currency="EUR")
-    assert vault.balance < 0 and account.balance == 100
+    from django.db import IntegrityError
+
+    from transactions.tests.snapshots import assert_unchanged, ledger_snapshot
+
+    account = open_account(CustomerFactory(), balance=100)
+    suspense = internal_account(purpose="suspense", currency="EUR")
+    # The same kind of posting, each way round: the bank's account goes below zero...
+    post_transaction(kind="adjustment", legs=[Leg(suspense.pk, -40), Leg(account.pk, 40)], currency="EUR")
+    suspense.refresh_from_db()
+    assert suspense.balance == -40
+    # ...a customer's (no overdraft) is refused one minor unit below zero, and nothing moves.
+    before = ledger_snapshot()
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        post_transaction(kind="adjustment", legs=[Leg(account.pk, -141), Leg(suspense.pk, 141)], currency="EUR")
+    assert_unchanged(before, ledger_snapshot())
+    post_transaction(kind="adjustment", legs=[Leg(account.pk, -140), Leg(suspense.pk, 140)], currency="EUR")
+    account.refresh_from_db()
+    assert account.balance == 0
+    # The database itself refuses a negative customer balance, even behind the services' back.
+    with pytest.raises(IntegrityError, match="bank_account_balance_within_overdraft"), transaction.atomic():
+        BankAccount.objects.filter(pk=account.pk).update(balance=-1)
+    BankAccount.objects.filter(pk=suspense.pk).update(balance=-(10**9))  # an internal one: allowed
 
 
 def test_entries_never_go_back_in_time_on_an_account_even_if_a_clock_does(customer):

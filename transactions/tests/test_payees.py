@@ -142,3 +142,121 @@ def test_cancelled_order_is_not_executed(customer, customer_client):
     assert customer_client.delete(f"/api/v1/standing-orders/{order_id}").status_code == 204
     assert standing_order_execute(order_id=order_id, due_date=due) is None
     assert standing_orders_run_due(today=due) == []
+
+
+def _weekly_order(customer, source, destination, *, weeks: int):
+    """A weekly order due today and every 7 days until its end date, `weeks` weeks on (inclusive)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transactions.services.payees import standing_order_create
+
+    today = timezone.localdate()
+    order = standing_order_create(
+        owner=customer,
+        source_account_id=source.pk,
+        destination_iban=destination.iban,
+        amount=2_500,
+        currency="EUR",
+        frequency="weekly",
+        day=today.isoweekday(),
+        start_date=today,
+        end_date=today + timedelta(weeks=weeks),
+    )
+    assert order.next_due == today
+    return order, [today + timedelta(weeks=n) for n in range(weeks + 1)]
+
+
+def test_missed_due_dates_are_each_paid_once_up_to_the_end_date_and_the_order_finishes(customer):
+    from datetime import timedelta
+
+    source, destination = open_account(customer, balance=100_000), open_account(CustomerFactory())
+    order, due_dates = _weekly_order(customer, source, destination, weeks=2)
+    # The beat did not run for a month: one run catches up every missed date, the end date included.
+    executions = standing_orders_run_due(today=due_dates[-1] + timedelta(days=16))
+    assert [(e.due_date, e.outcome) for e in executions] == [(due, "posted") for due in due_dates]
+    assert Transaction.objects.filter(kind="standing_order").count() == 3
+    destination.refresh_from_db()
+    source.refresh_from_db()
+    assert (source.balance, destination.balance) == (100_000 - 3 * 2_500, 3 * 2_500)
+    order.refresh_from_db()
+    assert (order.status, order.next_due) == ("finished", None)
+    # Nothing is due ever again, whoever runs it.
+    assert standing_orders_run_due(today=due_dates[-1] + timedelta(days=60)) == []
+    assert standing_order_execute(order_id=order.pk, due_date=due_dates[-1] + timedelta(weeks=1)) is None
+    assert StandingOrderExecution.objects.filter(order=order).count() == 3
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_runs_pay_each_due_date_once():
+    import threading
+    from datetime import timedelta
+
+    from django.db import connection
+
+    customer = CustomerFactory()
+    source, destination = open_account(customer, balance=100_000), open_account(CustomerFactory())
+    order, due_dates = _weekly_order(customer, source, destination, weeks=2)
+    run_day = due_dates[-1] + timedelta(days=1)
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def run():
+        try:
+            barrier.wait(timeout=30)
+            results.append(standing_orders_run_due(today=run_day))
+        except BaseException as exc:  # re-raised below: a crashed run must fail the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    assert len(results) == 2
+    rows = StandingOrderExecution.objects.filter(order=order).order_by("due_date")
+    assert [(row.due_date, row.outcome) for row in rows] == [(due, "posted") for due in due_dates]
+    # Every execution was made by one of the runs (the other found it done or not yet due).
+    assert {e.pk for executions in results for e in executions} == {row.pk for row in rows}
+    assert Transaction.objects.filter(kind="standing_order").count() == 3
+    destination.refresh_from_db()
+    assert destination.balance == 3 * 2_500
+    assert StandingOrder.objects.get(pk=order.pk).status == "finished"
+    assert ledger_verify().ok
+
+
+@pytest.mark.parametrize("purpose", ["cash_vault", "fees_income", "suspense"])
+def test_a_standing_order_to_an_internal_account_is_refused(customer, customer_client, purpose):
+    from accounts.services.bank_accounts import internal_account
+
+    source = open_account(customer, balance=10_000)
+    internal = internal_account(purpose=purpose, currency="EUR")
+    response = _create_order(customer_client, _order_body(source, internal))
+    assert response.status_code == 400 and "destination" in response.json()["error"]["details"]
+    assert not StandingOrder.objects.exists()
+
+
+def test_a_standing_order_to_a_closed_account_is_refused_and_a_run_after_closing_moves_nothing(
+    customer, customer_client
+):
+    from accounts.services.bank_accounts import bank_account_set_status
+
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    order = StandingOrder.objects.get(pk=_create_order(customer_client, _order_body(source, destination)).json()["id"])
+    bank_account_set_status(account=destination, status="closed", actor="system:test")
+    response = _create_order(customer_client, _order_body(source, destination))
+    assert response.status_code == 400 and "destination" in response.json()["error"]["details"]
+    assert StandingOrder.objects.count() == 1
+
+    execution = standing_order_execute(order_id=order.pk, due_date=order.next_due)
+    assert (execution.outcome, execution.error_code, execution.transaction_id) == ("failed", "invalid_request", None)
+    source.refresh_from_db()
+    destination.refresh_from_db()
+    assert (source.balance, destination.balance) == (10_000, 0)
+    assert not Transaction.objects.filter(kind="standing_order").exists()

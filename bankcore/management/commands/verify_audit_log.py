@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bankcore.audit import ChainBreak, verify_chain
 from bankcore.audit_checkpoint import CheckpointInvalid, checkpoint_store, latest_checkpoint
@@ -17,7 +17,18 @@ class Command(BaseCommand):
         "than, or differs from, the latest signed checkpoint (manage.py audit_checkpoint)."
     )
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=5000,
+            help="Rows read per query (memory per batch; the chain is checked across batches). Default 5000.",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        batch_size = options["batch_size"]
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
         store = checkpoint_store()
         try:
             checkpoint = latest_checkpoint(store=store)
@@ -38,7 +49,7 @@ class Command(BaseCommand):
         total = AuditEvent.objects.count()
         self.stdout.write(f"Verifying {total} audit events...")
         checked = 0
-        for step in verify_chain(checkpoint=checkpoint.chains if checkpoint else ()):
+        for step in verify_chain(batch_size=batch_size, checkpoint=checkpoint.chains if checkpoint else ()):
             if isinstance(step, ChainBreak):
                 raise CommandError(f"Audit chain broken at event #{step.event_id}: {step.reason}")
             checked = step
