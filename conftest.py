@@ -69,10 +69,20 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
     if "postgres" in getattr(settings, "MISSING_SERVICES", {}):
         yield
         return
-    from bankcore.testing import database_owner, flush_as_owner_between_tests, setup_app_role, use_database_role
+    from bankcore.testing import (
+        database_app_role,
+        database_owner,
+        flush_as_owner_between_tests,
+        owner_cursor,
+        setup_app_role,
+        use_database_role,
+    )
+    from transactions.tests.faults import install_fault_switch
 
     with django_db_blocker.unblock():
         setup_app_role()
+        with owner_cursor() as cursor:
+            install_fault_switch(cursor, app_role=database_app_role())
     flush_as_owner_between_tests()
     yield
     use_database_role(database_owner())  # the owner drops the test database
