@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -62,10 +62,12 @@ def pdf_pages(content: bytes) -> int:
 
 
 def test_pdf_statement_is_a_real_pdf_with_a_page_per_screenful(customer, customer_client):
-    account = open_account(customer, balance=1_000_000)
-    for _ in range(120):
-        cash_withdraw(iban=account.iban, amount=1)
-    month = datetime.now(UTC).strftime("%Y-%m")
+    # A fixed past month: "the current month" would split when the test straddles a month's end.
+    account = open_account(customer)
+    cash_deposit(iban=account.iban, amount=1_000_000, at=at(1))
+    for minute in range(120):
+        cash_withdraw(iban=account.iban, amount=1, at=at(2) + timedelta(minutes=minute))
+    month = "2026-10"
     response = customer_client.get(f"/api/v1/accounts/{account.pk}/statement?month={month}&format=pdf")
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
     content = b"".join(response.streaming_content)
@@ -73,7 +75,8 @@ def test_pdf_statement_is_a_real_pdf_with_a_page_per_screenful(customer, custome
     # 121 entries and the opening line: 50 on the first page, 51 on the second, 20 on the third.
     assert pdf_pages(content) == 3
     # The count is of pages, not of the word: a month of one entry is one page.
-    single = open_account(customer, balance=100)
+    single = open_account(customer)
+    cash_deposit(iban=single.iban, amount=100, at=at(3))
     response = customer_client.get(f"/api/v1/accounts/{single.pk}/statement?month={month}&format=pdf")
     assert pdf_pages(b"".join(response.streaming_content)) == 1
 

@@ -66,6 +66,9 @@ def test_standing_orders_beat_task_runs_on_a_real_worker(celery_worker_process):
 
     owner = CustomerFactory()
     source, destination = open_account(owner, balance=10_000), open_account(CustomerFactory())
+    # Due yesterday and missed (the beat was down): every date below is fixed from that one,
+    # so the test holds when it straddles midnight.
+    yesterday = timezone.localdate() - timedelta(days=1)
     order = standing_order_create(
         owner=owner,
         source_account_id=source.pk,
@@ -73,11 +76,11 @@ def test_standing_orders_beat_task_runs_on_a_real_worker(celery_worker_process):
         amount=1_000,
         currency="EUR",
         frequency="weekly",
-        day=timezone.localdate().isoweekday(),
-        start_date=timezone.localdate() - timedelta(days=1),
+        day=yesterday.isoweekday(),
+        start_date=yesterday,
     )
-    assert order.next_due == timezone.localdate()
+    StandingOrder.objects.filter(pk=order.pk).update(next_due=yesterday)
     assert run_standing_orders.delay().get(timeout=60) == 1
     assert run_standing_orders.delay().get(timeout=60) == 0  # the same due date never pays twice
     assert Transaction.objects.filter(kind="standing_order").count() == 1
-    assert StandingOrder.objects.get(pk=order.pk).next_due == timezone.localdate() + timedelta(days=7)
+    assert StandingOrder.objects.get(pk=order.pk).next_due == yesterday + timedelta(days=7)
