@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from accounts.models import BankAccount
 from bankcore.audit import audit_record
-from bankcore.money import exponent
+from bankcore.money import exponent, format_amount
+from transactions.exceptions import LimitExceeded
 from transactions.lock_objects import transfer_rows_for_update
 from transactions.models import CustomerLimit, LimitUsage, Transaction
 
@@ -37,6 +38,26 @@ class Limits:
     @property
     def remaining_today(self) -> int:
         return max(self.daily - self.used_today, 0)
+
+
+def check_per_transfer_limit(*, limits: Limits, amount: int) -> None:
+    """Raise LimitExceeded when one payment of `amount` is above the per-transfer limit."""
+    if amount > limits.per_transfer:
+        raise LimitExceeded(
+            "The amount is above your per-transfer limit.",
+            details={"limit": "per_transfer", "per_transfer": format_amount(limits.per_transfer, limits.currency)},
+        )
+
+
+def check_limits(*, limits: Limits, amount: int) -> None:
+    """Raise LimitExceeded when `amount` is above the per-transfer limit or what is left of the
+    rolling 24-hour one. Consistent only under the customer's row lock (limits_and_accounts_lock)."""
+    check_per_transfer_limit(limits=limits, amount=amount)
+    if amount > limits.remaining_today:
+        raise LimitExceeded(
+            "The amount is above what is left of your 24-hour limit.",
+            details={"limit": "daily", "remaining_today": format_amount(limits.remaining_today, limits.currency)},
+        )
 
 
 def _default_minor(setting: str, currency: str) -> int:

@@ -24,7 +24,7 @@ from transactions.exceptions import (
     UnknownDestination,
 )
 from transactions.models import Beneficiary, StandingOrder, StandingOrderExecution, Transaction
-from transactions.services.limits import limits_for
+from transactions.services.limits import check_per_transfer_limit, limits_for
 from transactions.services.notices import notice, notices_queue
 from transactions.services.transfers import mask_iban, transfer_create
 
@@ -110,11 +110,7 @@ def standing_order_create(
         raise CurrencyMismatch()
     limits = limits_for(user=owner, currency=currency)
     amount_text = format_amount(amount, currency)
-    if amount > limits.per_transfer:
-        raise LimitExceeded(
-            "The amount is above your per-transfer limit.",
-            details={"limit": "per_transfer", "per_transfer": format_amount(limits.per_transfer, currency)},
-        )
+    check_per_transfer_limit(limits=limits, amount=amount)
     first_due = due_on_or_after(frequency=frequency, day=day, start=max(start_date, timezone.localdate()))
     with transaction.atomic():
         if amount > limits.step_up_threshold:

@@ -20,13 +20,12 @@ from transactions.exceptions import (
     AccountNotFound,
     CurrencyMismatch,
     InsufficientFunds,
-    LimitExceeded,
     SameAccount,
     UnknownDestination,
 )
 from transactions.models import Transaction
 from transactions.services.ledger import Leg, available_balance, posting_prepare, posting_write
-from transactions.services.limits import Limits, limits_and_accounts_lock
+from transactions.services.limits import Limits, check_limits, limits_and_accounts_lock
 from transactions.services.notices import notice
 
 STEP_UP_PURPOSE = "transfer"
@@ -86,16 +85,7 @@ def transfer_create(
                 details={"source": source.currency, "destination": target.currency, "currency": currency}
             )
         amount_text = format_amount(amount, currency)
-        if amount > limits.per_transfer:
-            raise LimitExceeded(
-                "The amount is above your per-transfer limit.",
-                details={"limit": "per_transfer", "per_transfer": format_amount(limits.per_transfer, currency)},
-            )
-        if amount > limits.remaining_today:
-            raise LimitExceeded(
-                "The amount is above what is left of your 24-hour limit.",
-                details={"limit": "daily", "remaining_today": format_amount(limits.remaining_today, currency)},
-            )
+        check_limits(limits=limits, amount=amount)
         if amount > limits.step_up_threshold and not pre_authorised:
             # No second factor for a transfer that would fail anyway.
             if source.status != BankAccount.Status.ACTIVE or target.status != BankAccount.Status.ACTIVE:
