@@ -61,6 +61,7 @@ def test_a_delivery_run_twice_at_the_same_moment_is_sent_once(plain, notificatio
     settings.NOTIFICATIONS_QUEUE = QUEUE
     row = Delivery.objects.get(user=user, channel="sms")
     plain.sms.delay = 0.5  # the first send is still on the wire when the second starts
+    settings.NOTIFICATIONS_HTTP_TIMEOUT = 10.0  # ...and does not time out meanwhile
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
