@@ -294,8 +294,14 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 else:
-    # Longer than any countdown/eta we use, so a delayed task is not redelivered early.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 60 * 60}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than any countdown/eta we use, so a delayed task is not redelivered early.
+        "visibility_timeout": 6 * 60 * 60,
+        # Without these a publish to a hung Redis (accepts the connection, never answers)
+        # waits forever - inside the request that committed. Above the worker's 1 s BRPOP.
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+    }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES_NAMES = ["default", "settlement", "notifications", "maintenance"]
 CELERY_TASK_ROUTES = {

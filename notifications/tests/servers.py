@@ -8,6 +8,10 @@
   not sent again. As FCM it does not dedupe (FCM v1 has no idempotency key) but keeps
   what each device would show: a notification with the same tag / collapse id replaces
   the one already shown.
+  With `dedupe = False` (reset() turns it back on) neither does anything of the kind:
+  every accepted request is a message the customer gets (an SMS gateway that ignores
+  `Idempotency-Key`, a device that ignores the collapse key), so "sent once" proves what
+  bankcore guarantees by itself.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class HttpProvider:
         self.lock = threading.Lock()
         self.counter = 0
         self.delay = 0.0  # before answering an unscripted request (after accepting it)
+        self.dedupe = True  # False: no Idempotency-Key replay (SMS), no collapsing on the device (push)
         self.in_flight = 0  # requests received and not yet answered
         self.accepted_keys: dict[str, Answer] = {}  # SMS: Idempotency-Key -> the answer given
         self.replayed: list[Received] = []  # SMS: requests answered from accepted_keys, not sent
@@ -142,7 +147,7 @@ class HttpProvider:
         with self.lock:
             self.in_flight += 1
             key = headers.get("Idempotency-Key")
-            if self.kind == "sms" and key and key in self.accepted_keys:
+            if self.kind == "sms" and self.dedupe and key and key in self.accepted_keys:
                 self.replayed.append(Received(path, headers, payload))
                 return self.accepted_keys[key]
             self.counter += 1
@@ -178,7 +183,8 @@ class HttpProvider:
                     self.accepted_keys[key] = Answer(answer.status, answer.body)
                 if self.kind == "push":
                     message = payload.get("message", {})
-                    tag = message.get("android", {}).get("notification", {}).get("tag") or f"#{self.counter}"
+                    tag = message.get("android", {}).get("notification", {}).get("tag") if self.dedupe else None
+                    tag = tag or f"#{self.counter}"
                     self.shown[(message.get("token"), tag)] = received
             else:
                 self.rejected.append(Received(path, headers, payload))
@@ -205,6 +211,7 @@ class HttpProvider:
             self.replayed.clear()
             self.shown.clear()
             self.delay = 0.0
+            self.dedupe = True
 
     def received(self) -> list[Received]:
         with self.lock:

@@ -212,23 +212,36 @@ def test_sweep_enqueues_rows_whose_enqueue_was_lost(providers, notifications_wor
     assert len(providers.smtp.to("lost@example.com")) == 1
 
 
-def test_sweep_dead_letters_sends_whose_worker_vanished(providers):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
+def test_sweep_dead_letters_sends_whose_worker_vanished(providers, kill_worker_mid_send):
     user = UserFactory()
-    with transaction.atomic():
-        services.notify(user=user, event=Event.PASSWORD_CHANGED, context={})
-    Delivery.objects.filter(user=user, channel="email").update(
-        status="sending", lease_until=timezone.now() - timedelta(seconds=1)
-    )
+    kill_worker_mid_send("email", lambda: services.notify(user=user, event=Event.PASSWORD_CHANGED, context={}))
 
     result = services.notifications_sweep(stuck_after=3600)
 
     assert result.given_up == 1
     row = Delivery.objects.get(user=user, channel="email")
     assert row.status == "dead" and "outcome unknown" in row.last_error
+
+
+def test_a_provider_raising_an_unexpected_exception_is_retried_not_lost(providers, make_worker, settings, tmp_path):
+    queue = f"{providers_queue()}-crashing"
+    settings.NOTIFICATIONS_QUEUE = queue
+    marker = tmp_path / "crashed"
+    user = UserFactory(phone="+4915100000077")
+    crashing = make_worker(
+        queue,
+        NOTIFICATIONS_SMS_PROVIDER="notifications.tests.providers.CrashingOnceSmsProvider",
+        CRASHING_PROVIDER_MARKER=str(marker),
+    )
+
+    with crashing:
+        with transaction.atomic():
+            services.notify(user=user, event=Event.PASSWORD_CHANGED, context={})
+        row = wait_for(lambda: Delivery.objects.filter(user=user, channel="sms", status="sent").first(), timeout=30)
+
+    assert marker.exists()  # the first attempt did crash
+    assert row.attempts == 2 and "unexpected error: RuntimeError" in row.last_error
+    assert [r.json["to"] for r in providers.sms.received()] == ["+4915100000077"]
 
 
 def providers_queue():

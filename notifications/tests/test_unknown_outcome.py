@@ -21,9 +21,6 @@ from notifications import services
 from notifications.events import Event
 from notifications.models import Delivery
 from notifications.providers import (
-    EmailProvider,
-    FcmPushProvider,
-    HttpSmsProvider,
     email_message_id,
     push_message_key,
 )
@@ -48,20 +45,22 @@ def _unknown(channel: str, action: str) -> float:
 
 
 def _worker_died_mid_send(row: Delivery) -> None:
-    """What a SIGKILLed worker leaves behind: the row claimed (`sending`), its lease run out."""
+    """The state a SIGKILLed worker leaves (the tests with `kill_worker_mid_send` get it from a
+    real kill): the row claimed (`sending`), its lease run out. For the cases a kill cannot
+    time: before the request left, or after many attempts."""
     Delivery.objects.filter(pk=row.pk).update(
         status="sending", attempts=F("attempts") + 1, lease_until=timezone.now() - timedelta(seconds=1)
     )
 
 
 def test_in_doubt_sms_the_gateway_got_is_resent_with_the_same_key_and_not_sent_twice(
-    providers, notifications_worker, settings
+    providers, notifications_worker, kill_worker_mid_send
 ):
     user = UserFactory(phone="+4915100000001")
-    _record(settings, user, Event.PASSWORD_CHANGED)
+    # The gateway accepted the SMS; the worker was killed before the answer came.
+    kill_worker_mid_send("sms", lambda: services.notify(user=user, event=Event.PASSWORD_CHANGED, context={}))
     row = Delivery.objects.get(user=user, channel="sms")
-    first_id = HttpSmsProvider().send(row)  # the request got through, then the worker died
-    _worker_died_mid_send(row)
+    assert (row.status, row.attempts) == ("sending", 1)
     counted = _unknown("sms", "resent")
 
     result = services.notifications_sweep(stuck_after=3600)
@@ -69,7 +68,7 @@ def test_in_doubt_sms_the_gateway_got_is_resent_with_the_same_key_and_not_sent_t
     assert (result.resent, result.given_up) == (1, 0)
     assert _unknown("sms", "resent") - counted == 1
     row = wait_for(lambda: Delivery.objects.filter(pk=row.pk, status="sent").first())
-    assert row.provider_message_id == first_id  # the gateway answered with the first message
+    assert row.provider_message_id == "sms-at-kill"  # the gateway answered with the first message
     assert row.attempts == 2 and row.unknown_outcome_resends == 1
     assert "re-sent with the same idempotency key" in row.last_error
     assert [r.json["to"] for r in providers.sms.received()] == ["+4915100000001"]
@@ -92,14 +91,13 @@ def test_in_doubt_sms_the_gateway_never_got_is_sent_once_on_resend(providers, no
 
 
 def test_in_doubt_push_is_resent_with_the_same_message_key_and_the_phone_shows_it_once(
-    providers, notifications_worker, settings
+    providers, notifications_worker, kill_worker_mid_send
 ):
     user = UserFactory()
     DeviceFactory(user=user, push_token="tok-doubt")
-    _record(settings, user, Event.TRANSFER_SENT)
+    # FCM got it; the worker was killed before the answer came.
+    kill_worker_mid_send("push", lambda: services.notify(user=user, event=Event.TRANSFER_SENT, context={}))
     row = Delivery.objects.get(user=user, channel="push")
-    FcmPushProvider().send_one(row, "tok-doubt")  # FCM got it, the worker died before recording it
-    _worker_died_mid_send(row)
 
     assert services.notifications_sweep(stuck_after=3600).resent == 1
 
@@ -131,14 +129,13 @@ def test_push_message_keys_differ_per_delivery(providers, settings):
 
 
 def test_in_doubt_email_is_dead_lettered_by_default_and_resent_with_the_same_message_id_when_enabled(
-    providers, notifications_worker, settings
+    providers, notifications_worker, settings, kill_worker_mid_send
 ):
     kept, resent = UserFactory(email="doubt-dead@example.com"), UserFactory(email="doubt-resent@example.com")
-    _record(settings, kept, Event.PASSWORD_CHANGED)
-    _record(settings, resent, Event.PASSWORD_CHANGED)
+    # The SMTP server kept the message; the worker was killed before it answered DATA.
+    kill_worker_mid_send("email", lambda: services.notify(user=kept, event=Event.PASSWORD_CHANGED, context={}))
     dead_row = Delivery.objects.get(user=kept, channel="email")
-    EmailProvider().send(dead_row)
-    _worker_died_mid_send(dead_row)
+    assert len(providers.smtp.to("doubt-dead@example.com")) == 1
     counted = _unknown("email", "dead")
 
     result = services.notifications_sweep(stuck_after=3600)
@@ -150,9 +147,8 @@ def test_in_doubt_email_is_dead_lettered_by_default_and_resent_with_the_same_mes
     assert dead_row.unknown_outcome_resends == 0
 
     settings.NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME = {"email": True, "sms": True, "push": True}
+    kill_worker_mid_send("email", lambda: services.notify(user=resent, event=Event.PASSWORD_CHANGED, context={}))
     row = Delivery.objects.get(user=resent, channel="email")
-    EmailProvider().send(row)
-    _worker_died_mid_send(row)
     assert services.notifications_sweep(stuck_after=3600).resent == 1
     row = wait_for(lambda: Delivery.objects.filter(pk=row.pk, status="sent").first())
     copies = providers.smtp.to("doubt-resent@example.com")
