@@ -45,7 +45,8 @@ def test_security_alert_reaches_smtp_sms_and_push_servers(providers, notificatio
     sms_row = Delivery.objects.get(user=user, channel="sms")
     assert sms_row.provider_message_id.startswith("sms-")
     assert sms_row.details["segments"] == 1
-    assert device.pk
+    push_row = Delivery.objects.get(user=user, channel="push")
+    assert list(push_row.details["push_sent"]) == [str(device.pk)], push_row.details  # reached that device
 
 
 def test_committed_event_delivers_exactly_once_per_channel_and_rolled_back_sends_nothing(
