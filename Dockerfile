@@ -25,6 +25,7 @@ RUN groupadd --system bank && useradd --system --gid bank --home /app --shell /u
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=bank:bank . /app
+# Static files are collected here, once (hashed names, gzip copies), and served by the app (WhiteNoise).
 # collectstatic needs settings but no secrets or database: give it throwaway values at build time only.
 RUN SECRET_KEY=build-only-not-a-secret-build-only-not-a-secret-000000 DATABASE_URL=sqlite:////tmp/build.db \
     AUDIT_HMAC_KEY=build-only-not-a-secret-build-only-000 \

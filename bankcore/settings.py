@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our static files, not a CDN
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
@@ -88,6 +89,9 @@ MIDDLEWARE = [
     "bankcore.api.middleware.RequestIDMiddleware",
     "bankcore.api.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin CSS, Swagger UI) from the app itself in every mode; early, so a file
+    # request skips the session, auth and CSRF work below, but after the security headers.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     # Sessions, session user, OTP and messages serve the admin's pages; /api/ (bearer JWT)
     # skips them (bankcore/api/middleware.py). CSRF stays as is: `check --deploy` looks for it.
@@ -212,6 +216,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar (a pinned package, served by WhiteNoise):
+    # no third-party CDN sees staff's or customers' addresses, and the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Never ask swagger.io's online validator about our schema (it would be a request elsewhere).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "APPEND_COMPONENTS": {
         "schemas": {
             "Error": {
@@ -340,8 +351,15 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files: `collectstatic` gathers them into STATIC_ROOT (make run does it, the image does it
+# at build time) and WhiteNoise serves them from there. The names carry a hash of the content,
+# so browsers may cache them for ever; gzip copies are made at collect time.
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # --- Bank ---------------------------------------------------------------------------
 BANK_NAME = env.str("BANK_NAME", default="bankcore Demo Bank")

@@ -48,3 +48,13 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # given only what the app needs by `grant_app_role` (conftest.py), like production.
 DATABASE_OWNER = DATABASES["default"].get("USER", "")  # noqa: F405
 DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "bankcore_app")
+
+# In-process tests render pages with `{% static %}` but nothing ran collectstatic: plain names, and
+# WhiteNoise looks files up through the finders per request. A real server (bankcore.testing.
+# GunicornServer) uses the production storage on files collected for it.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
