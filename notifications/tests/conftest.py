@@ -140,10 +140,14 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> OwnRedis:
+        # An external server like the machine's own Redis and PostgreSQL: it keeps the real
+        # clock even when the suite runs under libfaketime (LD_PRELOAD), which hangs redis-server.
+        env = {name: value for name, value in os.environ.items() if name not in ("LD_PRELOAD", "FAKETIME")}
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=env,
         )
         wait_for(lambda: self._answers(), timeout=10, interval=0.05)
         return self
