@@ -35,8 +35,9 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+import tempfile
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -113,7 +114,7 @@ class EmbeddedPostgres:
         """Is a server running on this data directory (`pg_ctl status`)?"""
         if not self.is_initialized():
             return False
-        return self._pg_ctl("status", check=False).returncode == 0
+        return self._pg_ctl("status").returncode == 0
 
     def start(self, *, quiet: bool = False) -> bool:
         """Create the cluster on first use, start the server unless it runs, and make sure the
@@ -210,7 +211,7 @@ class EmbeddedPostgres:
             # Only roles granted CONNECT (grant_app_role does) reach the database.
             self.psql(f"REVOKE ALL ON DATABASE {DATABASE} FROM PUBLIC")
 
-    def _pg_ctl(self, *args: str, check: bool = False, new_session: bool = False) -> subprocess.CompletedProcess[str]:
+    def _pg_ctl(self, *args: str, new_session: bool = False) -> subprocess.CompletedProcess[str]:
         return self._run_as_server_user(
             [str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args], new_session=new_session
         )
@@ -225,7 +226,7 @@ class EmbeddedPostgres:
             extra = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         # The output goes to a file, not a pipe: the postmaster pg_ctl leaves running keeps its
         # inherited descriptors, and a pipe would never reach end-of-file.
-        with open(os.devnull) as stdin, _scratch_file() as output:
+        with open(os.devnull) as stdin, tempfile.TemporaryFile("w+") as output:
             result = subprocess.run(  # noqa: S603 - the wheel's own programs
                 argv, stdin=stdin, stdout=output, stderr=subprocess.STDOUT, start_new_session=new_session, **extra
             )
@@ -276,14 +277,6 @@ class EmbeddedPostgres:
         return "\n--- end of " + str(self.log_file) + " ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
-@contextmanager
-def _scratch_file() -> Iterator[Any]:
-    import tempfile
-
-    with tempfile.TemporaryFile("w+") as handle:
-        yield handle
-
-
 def _say(message: str) -> None:
     print(f"embedded_db: {message}", file=sys.stderr, flush=True)
 
@@ -305,17 +298,21 @@ def run(command: Sequence[str], server: EmbeddedPostgres | None = None) -> int:
         _say("DATABASE_URL is set: using that database, no embedded server")
         return _run_child(command, dict(os.environ))
     server = server or EmbeddedPostgres()
-    started = server.start()
-    env = {
-        **os.environ,
-        "DATABASE_URL": server.url(OWNER),
-        "DATABASE_APP_URL": server.url(APP_ROLE),
-        "DATABASE_APP_ROLE": APP_ROLE,
-    }
+    was_running = server.is_running()
+    if was_running:
+        _say("PostgreSQL was running already: it keeps running afterwards")
     try:
+        server.start()
+        env = {
+            **os.environ,
+            "DATABASE_URL": server.url(OWNER),
+            "DATABASE_APP_URL": server.url(APP_ROLE),
+            "DATABASE_APP_ROLE": APP_ROLE,
+        }
         return _run_child(command, env)
     finally:
-        if started:
+        # Also after a Ctrl-C while it was starting.
+        if not was_running and server.is_running():
             _say("stopping PostgreSQL")
             server.stop()
 
