@@ -27,7 +27,7 @@ WORKDIR /app
 COPY --chown=bank:bank . /app
 # Static files are collected here, once (hashed names, gzip copies), and served by the app (WhiteNoise).
 # collectstatic needs settings but no secrets or database: give it throwaway values at build time only.
-RUN SECRET_KEY=build-only-not-a-secret-build-only-not-a-secret-000000 DATABASE_URL=sqlite:////tmp/build.db \
+RUN SECRET_KEY=build-only-not-a-secret-build-only-not-a-secret-000000 DATABASE_URL=postgres://build-only@localhost/never-connected \
     AUDIT_HMAC_KEY=build-only-not-a-secret-build-only-000 \
     python manage.py collectstatic --noinput --verbosity 0 && mkdir -p /app/var/audit-checkpoints && chown -R bank:bank /app/var /app/staticfiles
 USER bank

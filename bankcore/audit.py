@@ -57,7 +57,7 @@ def _connection_chain() -> int:
     """
     chains = configured_chains()
     db = connections[DEFAULT_DB_ALIAS]
-    if chains == 1 or db.vendor != "postgresql":
+    if chains == 1:
         return 1
     db.ensure_connection()
     return db.connection.get_backend_pid() % chains + 1
@@ -76,18 +76,10 @@ def _json_safe(details: dict[str, Any] | None) -> dict[str, Any]:
     return json.loads(json.dumps(details, default=str))
 
 
-def _append_portable(event: AuditEvent) -> None:
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=event.chain)
-    event.prev_hash = head.last_hash
-    event.hash = chain_hash(event.prev_hash, event)
-    event.save(force_insert=True)
-    AuditChainHead.objects.filter(id=event.chain).update(last_event_id=event.id, last_hash=event.hash)
-
-
 def audit_append_call(event: AuditEvent) -> tuple[str, list[Any]]:
     """The `audit_append()` call (migration 0003) that stores `event`, and its parameters, for
     a caller that folds it into a statement of its own (the ledger posting); pass the row
-    that call returns to `audit_appended`. PostgreSQL only."""
+    that call returns to `audit_appended`."""
     return "audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)", [
         event.chain,
         canonical_content(event),
@@ -113,14 +105,11 @@ def audit_appended(event: AuditEvent, row: tuple[int, str, str]) -> None:
 
 def audit_write(event: AuditEvent) -> None:
     """Chain `event` (from `audit_event`) to its chain's head and store it, in the caller's
-    transaction. On PostgreSQL one round trip with a cached plan: lock the chain head,
-    chain, insert, move the head."""
+    transaction. One round trip with a cached plan: lock the chain head, chain, insert, move
+    the head."""
     # Joins the caller's transaction (no savepoint: nothing in here is caught and retried);
     # outside one it is its own transaction.
     with transaction.atomic(savepoint=False):
-        if connection.vendor != "postgresql":
-            _append_portable(event)
-            return
         call, params = audit_append_call(event)
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT * FROM {call}", params)  # noqa: S608 - a fixed call; values are bound

@@ -39,13 +39,13 @@ class AuditChainHead(models.Model):
 class AuditEvent(models.Model):
     """One audited action, hash-chained to its chain's previous event. Append-only.
 
-    On PostgreSQL rows are written by the `audit_append()` function (migration 0003):
+    Rows are written by the `audit_append()` function (migration 0003):
     a new column needs that function replaced in the same migration.
     """
 
     id = models.BigAutoField(primary_key=True)
     chain = models.PositiveSmallIntegerField(default=1)
-    # Indexed by a BRIN index on PostgreSQL (migration 0005): events arrive in time order, so
+    # Indexed by a BRIN index (migration 0005): events arrive in time order, so
     # a few bytes per block range serve time-range queries, and appends stay cheap.
     created_at = models.DateTimeField()
     actor = models.ForeignKey(

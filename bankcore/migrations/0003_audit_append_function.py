@@ -9,8 +9,6 @@ Adding a column to AuditEvent means replacing this function in that migration.
 
 from django.db import migrations
 
-from bankcore.db.migrations import postgresql_only
-
 CREATE = """
 CREATE OR REPLACE FUNCTION audit_append(
     p_chain integer, p_content bytea, p_created_at timestamptz, p_actor_id uuid, p_actor_label text,
@@ -46,4 +44,5 @@ DROP = (
 class Migration(migrations.Migration):
     dependencies = [("bankcore", "0002_audit_chains")]
 
-    operations = [postgresql_only(CREATE, DROP)]
+    # A list: each string runs whole, not split into statements (the $$ bodies).
+    operations = [migrations.RunSQL([CREATE], [DROP])]

@@ -2,8 +2,6 @@
 
 from django.db import migrations, models
 
-from bankcore.db.migrations import postgresql_only
-
 
 # Events arrive in time order: a BRIN index serves time ranges for a few bytes per block range.
 CREATE_BRIN = "CREATE INDEX IF NOT EXISTS audit_event_created_brin ON bankcore_auditevent USING brin (created_at)"
@@ -22,5 +20,5 @@ class Migration(migrations.Migration):
             name='created_at',
             field=models.DateTimeField(),
         ),
-        postgresql_only(CREATE_BRIN, DROP_BRIN),
+        migrations.RunSQL(CREATE_BRIN, DROP_BRIN),
     ]

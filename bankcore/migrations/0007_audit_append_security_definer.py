@@ -8,8 +8,6 @@ shadow the tables or functions it uses, and only roles granted EXECUTE may call 
 
 from django.db import migrations
 
-from bankcore.db.migrations import postgresql_only
-
 SIGNATURE = (
     "audit_append(integer, bytea, timestamptz, uuid, text, text, text, text, inet, text, text, jsonb)"
 )
@@ -28,4 +26,5 @@ GRANT EXECUTE ON FUNCTION {SIGNATURE} TO PUBLIC;
 class Migration(migrations.Migration):
     dependencies = [("bankcore", "0006_audit_target_index")]
 
-    operations = [postgresql_only(FORWARD, REVERSE)]
+    # A list: each string runs whole, not split into statements (the $$ bodies).
+    operations = [migrations.RunSQL([FORWARD], [REVERSE])]

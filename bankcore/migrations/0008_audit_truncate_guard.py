@@ -7,8 +7,6 @@ Only ALTER TABLE ... DISABLE TRIGGER (the owner) or a superuser's replica mode g
 
 from django.db import migrations
 
-from bankcore.db.migrations import postgresql_only
-
 TABLES = ("bankcore_auditevent", "bankcore_auditchainhead")
 
 FORWARD = """
@@ -33,4 +31,5 @@ REVERSE = "".join(f"DROP TRIGGER IF EXISTS audit_refuse_truncate ON {table};\n" 
 class Migration(migrations.Migration):
     dependencies = [("bankcore", "0007_audit_append_security_definer")]
 
-    operations = [postgresql_only(FORWARD, REVERSE)]
+    # A list: each string runs whole, not split into statements (the $$ bodies).
+    operations = [migrations.RunSQL([FORWARD], [REVERSE])]

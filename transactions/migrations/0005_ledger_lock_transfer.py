@@ -16,8 +16,6 @@ BankAccount columns) with `held` and the customer's limit figures on every row.
 
 from django.db import migrations
 
-from bankcore.db.migrations import postgresql_only
-
 CREATE = """
 CREATE OR REPLACE FUNCTION ledger_lock_transfer(
     p_user uuid, p_source uuid, p_destination_iban text,
@@ -66,4 +64,5 @@ DROP = "DROP FUNCTION IF EXISTS ledger_lock_transfer(uuid, uuid, text, text, tim
 class Migration(migrations.Migration):
     dependencies = [("transactions", "0004_limit_usage")]
 
-    operations = [postgresql_only(CREATE, DROP)]
+    # A list: each string runs whole, not split into statements (the $$ bodies).
+    operations = [migrations.RunSQL([CREATE], [DROP])]

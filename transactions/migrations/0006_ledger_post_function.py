@@ -11,8 +11,6 @@ Adding a column to Transaction or Entry means replacing this function in that mi
 
 from django.db import migrations
 
-from bankcore.db.migrations import postgresql_only
-
 CREATE = """
 CREATE OR REPLACE FUNCTION ledger_post(
     p_id uuid, p_kind text, p_status text, p_reference text, p_description text, p_initiated_by uuid,
@@ -68,4 +66,5 @@ DROP = (
 class Migration(migrations.Migration):
     dependencies = [("transactions", "0005_ledger_lock_transfer")]
 
-    operations = [postgresql_only(CREATE, DROP)]
+    # A list: each string runs whole, not split into statements (the $$ bodies).
+    operations = [migrations.RunSQL([CREATE], [DROP])]

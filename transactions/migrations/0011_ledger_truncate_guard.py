@@ -7,8 +7,6 @@ Only ALTER TABLE ... DISABLE TRIGGER (the owner) or a superuser's replica mode g
 
 from django.db import migrations
 
-from bankcore.db.migrations import postgresql_only
-
 TABLES = ("transactions_transaction", "transactions_entry", "transactions_hold")
 
 FORWARD = """
@@ -33,4 +31,5 @@ REVERSE = "".join(f"DROP TRIGGER IF EXISTS ledger_refuse_truncate ON {table};\n"
 class Migration(migrations.Migration):
     dependencies = [("transactions", "0010_staff_permissions_reversal_requests")]
 
-    operations = [postgresql_only(FORWARD, REVERSE)]
+    # A list: each string runs whole, not split into statements (the $$ bodies).
+    operations = [migrations.RunSQL([FORWARD], [REVERSE])]

@@ -1,6 +1,6 @@
 """The ledger: journal transactions, their entries, and holds.
 
-The database itself keeps the invariants on PostgreSQL, so even a write that bypasses
+The database itself (PostgreSQL) keeps the invariants, so even a write that bypasses
 the services (raw SQL, a buggy migration) cannot break them:
 
 - the entries of one transaction sum to zero per currency and there are at least two

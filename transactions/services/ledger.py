@@ -16,18 +16,17 @@ from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from accounts.models import BankAccount
-from bankcore.audit import audit_append_call, audit_appended, audit_write
+from bankcore.audit import audit_append_call, audit_appended
 from bankcore.models import AuditEvent
 from bankcore.money import format_amount
 from transactions.exceptions import AccountFrozen, CurrencyMismatch, InsufficientFunds, LedgerUnbalanced
 from transactions.lock_objects import bank_accounts_for_update
-from transactions.models import Entry, Transaction
-from transactions.services.limits import counts_against_limits, limit_usage_add
-from transactions.services.notices import notices_queue, notices_wake_on_commit
+from transactions.models import Transaction
+from transactions.services.limits import counts_against_limits
+from transactions.services.notices import notices_wake_on_commit
 
 
 @dataclass(frozen=True)
@@ -172,37 +171,13 @@ def posting_write(
 ) -> None:
     """Write a prepared posting in the caller's transaction, with the customer alerts it owes
     (`notices.notice` items, sent after COMMIT) and its audit event (`audit.audit_event`).
-    On PostgreSQL all of it is one round trip; the audit chain head is locked last.
+    All of it is one round trip; the audit chain head is locked last.
 
     `commit=True` is for a caller whose own outermost atomic block ends with this write: the
     COMMIT then travels with it (bankcore's PostgreSQL backend), and no statement may follow
     in the block. The audit event is then stored but its id and hashes are not read back."""
     journal, entries, balances = posting.journal, posting.entries, posting.balances
     db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql":
-        journal.save(force_insert=True)
-        # One UPDATE for every account touched, with balances computed under the row locks.
-        BankAccount.objects.filter(pk__in=list(balances)).update(
-            balance=Case(*(When(pk=pk, then=Value(balance)) for pk, balance in balances.items()))
-        )
-        Entry.objects.bulk_create(
-            Entry(
-                transaction=journal,
-                account_id=line.account_id,
-                amount=line.amount,
-                currency=journal.currency,
-                balance_after=line.balance_after,
-                created_at=journal.created_at,
-            )
-            for line in entries
-        )
-        if notices:
-            notices_queue(journal=journal, notices=notices)
-        if counts_against_limits(journal):
-            limit_usage_add(journal)
-        if audit is not None:
-            audit_write(audit)
-        return
     _write_postgresql(db, journal, entries, balances, notices, audit, commit=commit)
     if notices:
         notices_wake_on_commit()

@@ -11,7 +11,6 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import BankAccount
@@ -19,7 +18,7 @@ from bankcore.audit import audit_record
 from bankcore.money import exponent, format_amount
 from transactions.exceptions import LimitExceeded
 from transactions.lock_objects import transfer_rows_for_update
-from transactions.models import CustomerLimit, LimitUsage, Transaction
+from transactions.models import CustomerLimit, Transaction
 
 # Kinds that count against the rolling 24-hour outgoing limit: every payment a customer
 # makes, whether sent now or run later by a standing order.
@@ -85,20 +84,6 @@ def counts_against_limits(journal: Transaction) -> bool:
     return journal.kind in LIMITED_KINDS and journal.initiated_by_id is not None and bool(journal.amount)
 
 
-def limit_usage_add(journal: Transaction) -> None:
-    """Add a posting to its customer's usage (portable path; ledger_post() does it on PostgreSQL).
-    Call under the customer's row lock, in the posting's transaction."""
-    amount = journal.amount or 0
-    usage, created = LimitUsage.objects.get_or_create(
-        user=journal.initiated_by,
-        currency=journal.currency,
-        minute=journal.created_at.replace(second=0, microsecond=0),
-        defaults={"amount": amount},
-    )
-    if not created:
-        LimitUsage.objects.filter(pk=usage.pk).update(amount=F("amount") + amount)
-
-
 def _window_start(now: datetime) -> datetime:
     return (now - WINDOW).replace(second=0, microsecond=0)
 
@@ -130,7 +115,7 @@ def limits_and_accounts_lock(
         destination_iban=destination_iban,
         since=timezone.now() - WINDOW,
     )
-    if usage is None:  # read separately (portable path, or neither account exists)
+    if usage is None:  # neither account exists: read them separately
         return limits_for(user=user, currency=currency), accounts
     return _limits(currency, *usage), accounts
 
@@ -139,7 +124,7 @@ def limits_for(*, user: Any, currency: str) -> Limits:
     """The limits that apply to `user` in `currency` and what the last 24 hours used (one query).
 
     Consistent for a transfer when called with the customer row locked
-    (lock_objects.customer_lock): no concurrent transfer of theirs can change `used_today`.
+    (as `ledger_lock_transfer()` does): no concurrent transfer of theirs can change `used_today`.
     """
     user_id = CustomerLimit._meta.get_field("user").get_db_prep_value(user.pk, connection)
     since = _window_start(timezone.now())

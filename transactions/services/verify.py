@@ -67,12 +67,12 @@ WHERE e.currency <> a.currency
 def ledger_verify() -> LedgerReport:
     """Check every invariant over the whole ledger in one consistent snapshot.
 
-    Read-only. Runs in a REPEATABLE READ transaction on PostgreSQL so concurrent
+    Read-only. Runs in a REPEATABLE READ transaction so concurrent
     postings cannot make a consistent ledger look broken.
     """
     report = LedgerReport()
     # Inside a caller's transaction (e.g. a test) its snapshot is used as it is.
-    snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
+    snapshot = not connection.in_atomic_block
     with connection.cursor() as cur:
         if snapshot:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -102,12 +102,11 @@ def ledger_verify() -> LedgerReport:
             cur.execute(_BELOW_OVERDRAFT)
             for account, iban, balance, overdraft in cur.fetchall():
                 report.violations.append(f"account {iban} ({account}): balance {balance} below -overdraft {overdraft}")
-            if connection.vendor == "postgresql":
-                cur.execute(_LAST_BALANCE_AFTER)
-                for account, iban, balance, after in cur.fetchall():
-                    report.violations.append(
-                        f"account {iban} ({account}): balance {balance} != latest entry's balance_after {after}"
-                    )
+            cur.execute(_LAST_BALANCE_AFTER)
+            for account, iban, balance, after in cur.fetchall():
+                report.violations.append(
+                    f"account {iban} ({account}): balance {balance} != latest entry's balance_after {after}"
+                )
             cur.execute(_WRONG_CURRENCY)
             for entry, entry_currency, account_currency in cur.fetchall():
                 report.violations.append(f"entry {entry}: currency {entry_currency} on a {account_currency} account")

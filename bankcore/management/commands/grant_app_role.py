@@ -24,8 +24,6 @@ class Command(BaseCommand):
         parser.add_argument("role", help="the login role the web app, workers and beat connect as")
 
     def handle(self, *args: Any, role: str, **options: Any) -> None:
-        if connection.vendor != "postgresql":
-            raise CommandError("grant_app_role needs PostgreSQL.")
         me = role_facts(connection)
         if me.owner is None:
             raise CommandError("The ledger tables do not exist yet: run `manage.py migrate` first.")

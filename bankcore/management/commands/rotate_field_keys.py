@@ -24,7 +24,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, batch_size: int, **options: Any) -> None:
         quote = connection.ops.quote_name
-        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         total = 0
         for model, attname in encrypted_fields():
             table = quote(model._meta.db_table)
@@ -37,7 +36,7 @@ class Command(BaseCommand):
                     after = f" AND {pk} > %s" if last_pk is not None else ""
                     cursor.execute(
                         f"SELECT {pk}, {column} FROM {table} WHERE {column} <> ''{after} "  # noqa: S608 - quoted names
-                        f"ORDER BY {pk} LIMIT %s{lock}",
+                        f"ORDER BY {pk} LIMIT %s FOR UPDATE",
                         [*([last_pk] if last_pk is not None else []), batch_size],
                     )
                     batch = cursor.fetchall()
