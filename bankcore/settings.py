@@ -134,9 +134,9 @@ TEMPLATES = [
 DATABASES = {"default": env.db_url("DATABASE_URL", default=EmbeddedPostgres().url())}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL: bankcore runs on PostgreSQL only.")
-# django_prometheus's backend (query metrics) whose per-request health check polls the
-# socket instead of sending SELECT 1 (see bankcore/db/postgresql/base.py).
-DATABASES["default"]["ENGINE"] = "bankcore.db.postgresql"
+# Django's stock backend through django_prometheus's wrapper: the same backend plus
+# query metrics (django_db_execute_total, django_db_query_duration_seconds, ...).
+DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 # Persistent connections: opening one per request costs more than the request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

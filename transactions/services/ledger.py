@@ -167,18 +167,13 @@ def posting_write(
     *,
     notices: list[dict[str, Any]] | None = None,
     audit: AuditEvent | None = None,
-    commit: bool = False,
 ) -> None:
     """Write a prepared posting in the caller's transaction, with the customer alerts it owes
     (`notices.notice` items, sent after COMMIT) and its audit event (`audit.audit_event`).
-    All of it is one round trip; the audit chain head is locked last.
-
-    `commit=True` is for a caller whose own outermost atomic block ends with this write: the
-    COMMIT then travels with it (bankcore's PostgreSQL backend), and no statement may follow
-    in the block. The audit event is then stored but its id and hashes are not read back."""
+    All of it is one round trip; the audit chain head is locked last."""
     journal, entries, balances = posting.journal, posting.entries, posting.balances
     db = connections[DEFAULT_DB_ALIAS]
-    _write_postgresql(db, journal, entries, balances, notices, audit, commit=commit)
+    _write_postgresql(db, journal, entries, balances, notices, audit)
     if notices:
         notices_wake_on_commit()
 
@@ -196,8 +191,6 @@ def _write_postgresql(
     balances: dict[UUID, int],
     notices: list[dict[str, Any]] | None,
     audit: AuditEvent | None,
-    *,
-    commit: bool,
 ) -> None:
     """Balances, journal row, entries, the alerts outbox row and the customer's limit usage
     through `ledger_post()` (migration 0006), and the audit event through `audit_append()`:
@@ -230,13 +223,9 @@ def _write_postgresql(
         audit_call, audit_params = audit_append_call(audit)
         sql = f"SELECT a.* FROM {_POST_CALL} AS posted CROSS JOIN {audit_call} AS a"  # noqa: S608 - fixed calls
         params += audit_params
-    # The statement's answer is the COMMIT's when it carries it, so the audit row is not read back.
-    commit = commit and hasattr(db, "commit_with_next_statement")
-    if commit:
-        db.commit_with_next_statement()  # type: ignore[attr-defined]
     with db.cursor() as cursor:
         cursor.execute(sql, params)
-        if audit is not None and not commit:
+        if audit is not None:
             audit_appended(audit, cursor.fetchone())
     journal._state.adding = False
     journal._state.db = db.alias

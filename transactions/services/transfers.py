@@ -7,7 +7,6 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
 
 from accounts.models import BankAccount
 from accounts.services.step_up import step_up_consume
@@ -60,10 +59,6 @@ def transfer_create(
     payment the customer approved in advance with its own step-up (a standing order's run):
     the limits still apply, only no second factor is asked for now.
     """
-    # Called outside any transaction, the transfer's own ends with its posting, so that
-    # statement can carry the COMMIT (one round trip fewer).
-    db = connections[DEFAULT_DB_ALIAS]
-    owns_transaction = not db.in_atomic_block and db.get_autocommit()
 
     def work() -> Transaction:
         # Customer, then both accounts (pk order) - the source by id, the destination by IBAN -
@@ -130,7 +125,7 @@ def transfer_create(
             },
         )
         # The posting, its alerts and its audit event: one round trip.
-        posting_write(posting, notices=alerts, audit=event, commit=owns_transaction)
+        posting_write(posting, notices=alerts, audit=event)
         return journal
 
     return atomic_with_retry(work)
