@@ -43,13 +43,15 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from bankcore.api.errors import error_body
 from bankcore.api.exceptions import BankError, BusinessRuleViolation, Conflict, ServiceUnavailable
+from bankcore.db.retry import is_transient
+from bankcore.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -94,7 +96,7 @@ def _stored(status_code: int) -> bool:
 # The happy path is one plain INSERT (cheap to plan): it claims the advisory lock and the row
 # together, and inserts nothing if either is taken.
 _CLAIM_SQL = (
-    "INSERT INTO transactions_idempotencykey"
+    "INSERT INTO bankcore_idempotencykey"
     " (user_id, key, request_hash, state, claim_token, lease_until, created_at, expires_at)"
     " SELECT %s, %s, %s, %s, %s, %s, %s, %s WHERE pg_try_advisory_xact_lock(%s)"
     " ON CONFLICT (user_id, key) DO NOTHING RETURNING id"
@@ -103,7 +105,7 @@ _CLAIM_SQL = (
 _LOOK_SQL = (
     "SELECT pg_try_advisory_xact_lock(%s), k.id, k.request_hash, k.state, k.claim_token, k.lease_until,"
     " k.response_status, k.response_body, k.expires_at FROM (SELECT 1) AS one"
-    " LEFT JOIN transactions_idempotencykey k ON k.user_id = %s AND k.key = %s"
+    " LEFT JOIN bankcore_idempotencykey k ON k.user_id = %s AND k.key = %s"
 )
 
 
@@ -118,10 +120,6 @@ def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | No
 
     Raises IdempotencyKeyReused (another request under this key) or IdempotencyInProgress.
     """
-    from transactions.models import IdempotencyKey
-
-    if connection.vendor != "postgresql":
-        return _claim_portable(user=user, key=key, fingerprint=fingerprint)
     user_id = IdempotencyKey._meta.get_field("user").get_db_prep_value(user.pk, connection)
     for _ in range(3):
         now = timezone.now()
@@ -178,58 +176,17 @@ def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | No
     raise IdempotencyInProgress()
 
 
-def _claim_portable(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | None]:
-    """Databases without advisory locks: claim by the unique (user, key) row alone."""
-    from transactions.models import IdempotencyKey
-
-    now = timezone.now()
-    token = secrets.token_hex(16)
-    try:
-        with transaction.atomic():
-            row = IdempotencyKey.objects.create(
-                user=user,
-                key=key,
-                request_hash=fingerprint,
-                claim_token=token,
-                lease_until=now + settings.IDEMPOTENCY_LEASE,
-                created_at=now,
-                expires_at=now + settings.IDEMPOTENCY_KEY_TTL,
-            )
-        return row, None
-    except IntegrityError:
-        pass
-    existing = IdempotencyKey.objects.filter(user=user, key=key).first()
-    if existing is None or existing.expires_at <= now:
-        if existing is not None:
-            existing.delete()
-        return _claim_portable(user=user, key=key, fingerprint=fingerprint)
-    if existing.request_hash != fingerprint:
-        raise IdempotencyKeyReused()
-    if existing.state == IdempotencyKey.State.COMPLETED:
-        response = Response(existing.response_body, status=existing.response_status)
-        response[REPLAY_HEADER] = "true"
-        return existing, response
-    raise IdempotencyInProgress()
-
-
 def _complete(row: Any, status_code: int, body: Any) -> None:
     """Store the response; must run in the transaction that did the work."""
-    from transactions.models import IdempotencyKey
-
-    if connection.vendor == "postgresql":
-        # Hand-written: one per request; the body is adapted exactly as the ORM would.
-        prepared = IdempotencyKey._meta.get_field("response_body").get_db_prep_save(body, connection)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE transactions_idempotencykey SET state = %s, response_status = %s, response_body = %s"
-                " WHERE id = %s AND claim_token = %s",
-                [IdempotencyKey.State.COMPLETED.value, status_code, prepared, row.pk, row.claim_token],
-            )
-            updated = cursor.rowcount
-    else:
-        updated = IdempotencyKey.objects.filter(pk=row.pk, claim_token=row.claim_token).update(
-            state=IdempotencyKey.State.COMPLETED, response_status=status_code, response_body=body
+    # Hand-written: one per request; the body is adapted exactly as the ORM would.
+    prepared = IdempotencyKey._meta.get_field("response_body").get_db_prep_save(body, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE bankcore_idempotencykey SET state = %s, response_status = %s, response_body = %s"
+            " WHERE id = %s AND claim_token = %s",
+            [IdempotencyKey.State.COMPLETED.value, status_code, prepared, row.pk, row.claim_token],
         )
+        updated = cursor.rowcount
     if not updated:
         # Our lease ran out and another request took over: undo our work.
         raise IdempotencyInProgress()
@@ -267,8 +224,6 @@ def _in_savepoint(handler: Callable[[], Response]) -> Response:
 
 def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Callable[[], Response]) -> Response:
     """Run `handler` (which builds the response) at most once per (user, key) with exactly-once effects."""
-    from transactions.db import is_transient
-
     if not key or not _KEY_SYNTAX.match(key):
         raise IdempotencyKeyMissing(details={HEADER: ["Required: 1-255 printable ASCII characters."]})
     for attempt in range(1, _MAX_ATTEMPTS + 1):
