@@ -29,16 +29,17 @@ run: $(VENV)/.deps
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
-## test: lint, type check, migrations check and the whole suite on PostgreSQL and Redis
+## test: lint, import contracts (.importlinter), type check, migrations check and the whole suite on PostgreSQL and Redis
 test: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy bankcore accounts transactions integrations notifications
 	DJANGO_SETTINGS_MODULE=bankcore.settings_test DATABASE_URL=sqlite:///:memory: $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-deps
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy bankcore accounts transactions integrations notifications
