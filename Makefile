@@ -44,10 +44,11 @@ schema: $(VENV)/.deps
 	@if [ -n "$$DATABASE_APP_ROLE" ] && [ -n "$$DATABASE_APP_URL" ]; then \
 		$(PY) manage.py grant_app_role "$$DATABASE_APP_ROLE"; fi
 
-## test: lint, type check, migrations check and the whole suite on PostgreSQL and Redis
+## test: lint, import contracts (.importlinter), type check, migrations check and the whole suite on PostgreSQL and Redis
 test: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy bankcore accounts transactions integrations notifications
 	@# Reads the models only; a database that does not answer (none needed) is not worth a warning.
 	DJANGO_SETTINGS_MODULE=bankcore.settings_test $(PY) -W "ignore:Got an error checking a consistent migration history:RuntimeWarning" \
@@ -55,7 +56,7 @@ test: $(VENV)/.dev-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-deps
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy bankcore accounts transactions integrations notifications

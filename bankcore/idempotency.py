@@ -50,6 +50,8 @@ from rest_framework.response import Response
 
 from bankcore.api.errors import error_body
 from bankcore.api.exceptions import BankError, BusinessRuleViolation, Conflict, ServiceUnavailable
+from bankcore.db.retry import is_transient
+from bankcore.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -94,7 +96,7 @@ def _stored(status_code: int) -> bool:
 # The happy path is one plain INSERT (cheap to plan): it claims the advisory lock and the row
 # together, and inserts nothing if either is taken.
 _CLAIM_SQL = (
-    "INSERT INTO transactions_idempotencykey"
+    "INSERT INTO bankcore_idempotencykey"
     " (user_id, key, request_hash, state, claim_token, lease_until, created_at, expires_at)"
     " SELECT %s, %s, %s, %s, %s, %s, %s, %s WHERE pg_try_advisory_xact_lock(%s)"
     " ON CONFLICT (user_id, key) DO NOTHING RETURNING id"
@@ -103,7 +105,7 @@ _CLAIM_SQL = (
 _LOOK_SQL = (
     "SELECT pg_try_advisory_xact_lock(%s), k.id, k.request_hash, k.state, k.claim_token, k.lease_until,"
     " k.response_status, k.response_body, k.expires_at FROM (SELECT 1) AS one"
-    " LEFT JOIN transactions_idempotencykey k ON k.user_id = %s AND k.key = %s"
+    " LEFT JOIN bankcore_idempotencykey k ON k.user_id = %s AND k.key = %s"
 )
 
 
@@ -118,8 +120,6 @@ def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | No
 
     Raises IdempotencyKeyReused (another request under this key) or IdempotencyInProgress.
     """
-    from transactions.models import IdempotencyKey
-
     user_id = IdempotencyKey._meta.get_field("user").get_db_prep_value(user.pk, connection)
     for _ in range(3):
         now = timezone.now()
@@ -178,13 +178,11 @@ def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | No
 
 def _complete(row: Any, status_code: int, body: Any) -> None:
     """Store the response; must run in the transaction that did the work."""
-    from transactions.models import IdempotencyKey
-
     # Hand-written: one per request; the body is adapted exactly as the ORM would.
     prepared = IdempotencyKey._meta.get_field("response_body").get_db_prep_save(body, connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE transactions_idempotencykey SET state = %s, response_status = %s, response_body = %s"
+            "UPDATE bankcore_idempotencykey SET state = %s, response_status = %s, response_body = %s"
             " WHERE id = %s AND claim_token = %s",
             [IdempotencyKey.State.COMPLETED.value, status_code, prepared, row.pk, row.claim_token],
         )
@@ -226,8 +224,6 @@ def _in_savepoint(handler: Callable[[], Response]) -> Response:
 
 def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Callable[[], Response]) -> Response:
     """Run `handler` (which builds the response) at most once per (user, key) with exactly-once effects."""
-    from transactions.db import is_transient
-
     if not key or not _KEY_SYNTAX.match(key):
         raise IdempotencyKeyMissing(details={HEADER: ["Required: 1-255 printable ASCII characters."]})
     for attempt in range(1, _MAX_ATTEMPTS + 1):

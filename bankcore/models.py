@@ -1,8 +1,9 @@
-"""The audit log: append-only, hash-chained record of who did what.
+"""The tables of bankcore's shared mechanisms: the audit log and the API's idempotency keys.
 
-Each row stores sha256(previous row's hash + its own canonical content), so editing
-or deleting any row breaks its chain from that row on; `manage.py verify_audit_log`
-finds the first broken row. PostgreSQL refuses UPDATE and DELETE (trigger).
+The audit log is an append-only, hash-chained record of who did what. Each row
+stores sha256(previous row's hash + its own canonical content), so editing or deleting
+any row breaks its chain from that row on; `manage.py verify_audit_log` finds the
+first broken row. PostgreSQL refuses UPDATE and DELETE (trigger).
 """
 
 from __future__ import annotations
@@ -84,3 +85,35 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} {self.action} by {self.actor_label or 'system'}"
+
+
+class IdempotencyKey(models.Model):
+    """One client key per user: the request's fingerprint and, once done, its response.
+
+    Written `in_progress` and completed in the *same* database transaction as the work
+    (bankcore.idempotency), so a committed row always holds its stored response and a
+    crashed request leaves nothing. `lease_until` only matters for in_progress rows
+    committed by the earlier scheme, which claimed the key in a transaction of its own.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
+    claim_token = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(help_text="An in-progress claim older than this may be taken over.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.state})"

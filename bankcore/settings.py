@@ -479,7 +479,7 @@ LOW_BALANCE_ALERT = env.str("LOW_BALANCE_ALERT", default="50.00")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 IDEMPOTENCY_LEASE = timedelta(seconds=env.int("IDEMPOTENCY_LEASE_SECONDS", default=60))
 CELERY_BEAT_SCHEDULE["idempotency-keys-expire"] = {
-    "task": "transactions.tasks.expire_idempotency_keys",
+    "task": "bankcore.tasks.expire_idempotency_keys",
     "schedule": timedelta(hours=1),
 }
 CELERY_BEAT_SCHEDULE["standing-orders-run"] = {

@@ -53,6 +53,15 @@ def audit_checkpoint() -> dict:
 
 
 @shared_task
+def expire_idempotency_keys() -> int:
+    """Beat: forget Idempotency-Keys older than 24 hours."""
+    from bankcore.models import IdempotencyKey
+
+    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted
+
+
+@shared_task
 def add(x: int, y: int) -> int:
     """A trivial task used by the worker smoke test and by operators to check a worker answers."""
     return x + y

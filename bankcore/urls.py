@@ -3,8 +3,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts.admin.site import BankAdminSite
 from bankcore import health, metrics
-from bankcore.admin_site import BankAdminSite
 
 # Staff must pass a TOTP code to reach the admin (device enrolled with `manage.py enrol_staff_totp`),
 # given with e-mail and password on one form, under the API's lockout and throttles.

@@ -9,24 +9,26 @@ from celery.signals import worker_ready
 from django.conf import settings
 
 from notifications import services
+from notifications.services.enqueue import DELIVER_MANY_TASK, DELIVER_TASK, FANOUT_TASK, SWEEP_TASK
 
 
-@shared_task(name="notifications.tasks.deliver", ignore_result=True)
+# Named by the constants the services enqueue them by (they never import this module).
+@shared_task(name=DELIVER_TASK, ignore_result=True)
 def deliver(delivery_id: str) -> str:
     return services.delivery_send(delivery_id=delivery_id)
 
 
-@shared_task(name="notifications.tasks.deliver_many", ignore_result=True)
+@shared_task(name=DELIVER_MANY_TASK, ignore_result=True)
 def deliver_many(delivery_ids: list[str]) -> int:
     return services.deliveries_send(delivery_ids=delivery_ids)
 
 
-@shared_task(name="notifications.tasks.fanout_incident_update", ignore_result=True)
+@shared_task(name=FANOUT_TASK, ignore_result=True)
 def fanout_incident_update(update_id: str) -> int:
     return services.incident_fanout_run(update_id=update_id).recipients
 
 
-@shared_task(name="notifications.tasks.sweep_notifications", ignore_result=True)
+@shared_task(name=SWEEP_TASK, ignore_result=True)
 def sweep_notifications() -> dict[str, int]:
     result = services.notifications_sweep()
     return {

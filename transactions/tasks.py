@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.contrib.auth import get_user_model
-from django.utils import timezone
-
-from transactions.models import IdempotencyKey
 
 
 @shared_task
@@ -15,13 +12,6 @@ def run_standing_orders() -> int:
     from transactions.services.payees import standing_orders_run_due
 
     return len(standing_orders_run_due())
-
-
-@shared_task
-def expire_idempotency_keys() -> int:
-    """Beat: forget Idempotency-Keys older than 24 hours."""
-    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=timezone.now()).delete()
-    return deleted
 
 
 @shared_task

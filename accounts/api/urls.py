@@ -1,9 +1,8 @@
-from django.urls import include, path
+from django.urls import path
 
 from accounts.api import identity_views as views
 
 urlpatterns: list = [
-    path("", include("accounts.api.bank_accounts_urls")),
     path("auth/register", views.RegisterView.as_view(), name="auth-register"),
     path("auth/token", views.TokenView.as_view(), name="auth-token"),
     path("auth/token/mfa", views.MfaTokenView.as_view(), name="auth-token-mfa"),

@@ -11,9 +11,9 @@ from django.utils import timezone
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.admin.site import INVALID_LOGIN
 from accounts.services.lockout import MAX_FAILED_ATTEMPTS
 from accounts.tests.factories import PASSWORD
-from bankcore.admin_site import INVALID_LOGIN
 from bankcore.models import AuditEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres, pytest.mark.redis]

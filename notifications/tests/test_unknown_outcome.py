@@ -24,6 +24,7 @@ from notifications.providers import (
     email_message_id,
     push_message_key,
 )
+from notifications.services.delivery import _finish
 from notifications.tests.conftest import QUEUE, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.celery]
@@ -186,7 +187,7 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_resend(providers,
     services.notifications_sweep(stuck_after=3600)
     assert services.delivery_send(delivery_id=row.pk) == "sent"  # attempt 2
 
-    services._finish(stale, Delivery.Status.DEAD, error="late answer from the slow worker")
+    _finish(stale, Delivery.Status.DEAD, error="late answer from the slow worker")
 
     row.refresh_from_db()
     assert (row.status, row.attempts) == ("sent", 2)

@@ -6,10 +6,40 @@ from typing import Any
 
 from rest_framework import serializers
 
-from bankcore.money import format_amount
+from accounts.models import BankAccount
+from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import IBANField, MoneyInputSerializer
 from transactions.models import Entry, Transaction
 from transactions.selectors import counterparty_of
+from transactions.services.ledger import available_balance
+
+
+class BankAccountOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    number = serializers.CharField(source="iban", help_text="The IBAN.")
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    currency = serializers.CharField()
+    balance = serializers.SerializerMethodField(help_text="Ledger balance, decimal string.")
+    available = serializers.SerializerMethodField(help_text="balance - holds + overdraft, decimal string.")
+    overdraft_limit = serializers.SerializerMethodField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def get_balance(self, account: BankAccount) -> str:
+        return format_amount(account.balance, account.currency)
+
+    def get_available(self, account: BankAccount) -> str:
+        return format_amount(available_balance(account, getattr(account, "held", 0) or 0), account.currency)
+
+    def get_overdraft_limit(self, account: BankAccount) -> str:
+        return format_amount(account.overdraft_limit, account.currency)
+
+
+class BankAccountInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[BankAccount.Kind.CURRENT.value, BankAccount.Kind.SAVINGS.value])
+    currency = serializers.ChoiceField(choices=SUPPORTED_CURRENCIES)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
 
 class TransferInput(MoneyInputSerializer):

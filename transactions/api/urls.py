@@ -2,7 +2,13 @@ from django.urls import path
 
 from transactions.api import views
 
+# The accounts pages show ledger figures (balance, available after holds, history), so the
+# ledger serves them: accounts never imports transactions.
 urlpatterns = [
+    path("accounts", views.BankAccountListCreate.as_view(), name="accounts"),
+    path("accounts/<uuid:account_id>", views.BankAccountDetail.as_view(), name="account-detail"),
+    path("accounts/<uuid:account_id>/transactions", views.AccountHistory.as_view(), name="account-history"),
+    path("accounts/<uuid:account_id>/statement", views.AccountStatement.as_view(), name="account-statement"),
     path("transfers", views.TransferListCreate.as_view(), name="transfers"),
     path("transfers/<uuid:transfer_id>", views.TransferDetail.as_view(), name="transfer-detail"),
     path("limits", views.Limits.as_view(), name="limits"),

@@ -18,11 +18,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.services.bank_accounts import bank_account_open
 from bankcore.api.pagination import KeysetPagination, decode_cursor, encode_cursor, parse_limit
 from bankcore.idempotency import idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import paginated
 from transactions.api.serializers import (
+    BankAccountInput,
+    BankAccountOutput,
     BeneficiaryInput,
     BeneficiaryOutput,
     HistoryEntryOutput,
@@ -83,6 +86,35 @@ def _time_param(request: Request, name: str) -> datetime | None:
             raise serializers.ValidationError({name: ["Use an ISO 8601 date or date-time."]})
         moment = datetime(day.year, day.month, day.day)
     return make_aware(moment) if is_naive(moment) else moment
+
+
+class BankAccountListCreate(APIView):
+    pagination_class = KeysetPagination
+
+    @extend_schema(
+        operation_id="accounts_list",
+        parameters=PAGE_PARAMETERS,
+        responses=paginated(BankAccountOutput),
+        summary="The caller's accounts, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(customer_accounts(user=request.user), request, view=self)
+        return paginator.get_paginated_response(BankAccountOutput(page, many=True).data)
+
+    @extend_schema(request=BankAccountInput, responses={201: BankAccountOutput}, summary="Open an account")
+    def post(self, request: Request) -> Response:
+        data = BankAccountInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        account = bank_account_open(owner=request.user, **data.validated_data)
+        account.held = 0  # type: ignore[attr-defined]  # a new account has no holds
+        return Response(BankAccountOutput(account).data, status=status.HTTP_201_CREATED)
+
+
+class BankAccountDetail(APIView):
+    @extend_schema(responses=BankAccountOutput, summary="One of the caller's accounts")
+    def get(self, request: Request, account_id: Any) -> Response:
+        return Response(BankAccountOutput(customer_account(user=request.user, account_id=account_id)).data)
 
 
 class AccountHistory(APIView):

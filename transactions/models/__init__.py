@@ -1,5 +1,4 @@
 from transactions.models.adjustments import AdjustmentRequest, ReversalRequest
-from transactions.models.idempotency import IdempotencyKey
 from transactions.models.ledger import Entry, Hold, Transaction
 from transactions.models.limits import CustomerLimit, LimitUsage
 from transactions.models.notices import LedgerNotice
@@ -11,7 +10,6 @@ __all__ = [
     "CustomerLimit",
     "Entry",
     "Hold",
-    "IdempotencyKey",
     "LedgerNotice",
     "LimitUsage",
     "ReversalRequest",

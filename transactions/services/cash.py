@@ -8,8 +8,8 @@ from typing import Any
 from accounts.models import BankAccount
 from accounts.services.bank_accounts import internal_account
 from bankcore.audit import audit_record
+from bankcore.db.retry import atomic_with_retry
 from bankcore.money import format_amount
-from transactions.db import atomic_with_retry
 from transactions.exceptions import AccountNotFound
 from transactions.models import Transaction
 from transactions.services.ledger import Leg, post_transaction

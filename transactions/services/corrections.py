@@ -16,9 +16,9 @@ from django.utils import timezone
 from accounts.models import BankAccount
 from accounts.services.bank_accounts import internal_account
 from bankcore.audit import audit_record
+from bankcore.db.retry import atomic_with_retry
 from bankcore.money import format_amount
 from bankcore.permissions import RequestNotPending, require_staff_permission
-from transactions.db import atomic_with_retry
 from transactions.exceptions import (
     AdjustmentNotPending,
     AlreadyReversed,

@@ -32,6 +32,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from bankcore.celery import app
 from bankcore.flags import flag_lower, flag_raise
 from notifications.events import Event
 from notifications.services import notify
@@ -42,6 +43,8 @@ SWEEP_AFTER = timedelta(seconds=30)
 WAKE_FLAG = "ledger-notices:drain-queued"
 WAKE_FLAG_TTL = 10  # seconds: a lost drain message delays alerts at most this long
 WAKE_DELAY = 0.05  # seconds: the longest a committed alert waits for its process to wake the drain
+# Sent by name: services never import transactions.tasks (which imports the services).
+DRAIN_TASK = "transactions.tasks.drain_ledger_notices"
 
 
 def notice(*, user_id: Any, event: Event, context: dict[str, Any], key: str) -> dict[str, Any]:
@@ -111,11 +114,9 @@ _waker = _Waker()
 
 
 def _wake() -> None:
-    from transactions.tasks import drain_ledger_notices
-
     try:
         if flag_raise(WAKE_FLAG, ttl_seconds=WAKE_FLAG_TTL):
-            drain_ledger_notices.delay()
+            app.send_task(DRAIN_TASK)
     except Exception:  # a broker hiccup must not fail a committed posting; the sweep sends it
         logger.exception("could not wake the ledger notice drain; the sweep will send the alerts")
 

@@ -11,9 +11,9 @@ from django.conf import settings
 from accounts.models import BankAccount
 from accounts.services.step_up import step_up_consume
 from bankcore.audit import audit_event
+from bankcore.db.retry import atomic_with_retry
 from bankcore.money import exponent, format_amount
 from notifications.events import Event
-from transactions.db import atomic_with_retry
 from transactions.exceptions import (
     AccountFrozen,
     AccountNotFound,

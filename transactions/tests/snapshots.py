@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from accounts.models import BankAccount, StepUpToken
-from bankcore.models import AuditEvent
-from transactions.models import Entry, IdempotencyKey, LedgerNotice, LimitUsage, Transaction
+from bankcore.models import AuditEvent, IdempotencyKey
+from transactions.models import Entry, LedgerNotice, LimitUsage, Transaction
 
 
 @dataclass(frozen=True)

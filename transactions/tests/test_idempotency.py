@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from transactions.models import CustomerLimit, IdempotencyKey, Transaction
-from transactions.tasks import expire_idempotency_keys
+from bankcore.models import IdempotencyKey
+from bankcore.tasks import expire_idempotency_keys
+from transactions.models import CustomerLimit, Transaction
 from transactions.tests.factories import CustomerFactory, open_account
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]

@@ -163,3 +163,12 @@ def test_one_long_lived_thread_makes_every_wake_of_a_process():
     # Three wakes, one thread: a thread started per wake cost more than a posting's own Python.
     assert [thread.name for thread in threading.enumerate()].count("ledger-notice-waker") == 1
     app.control.purge()
+
+
+def test_the_drain_is_woken_by_the_name_of_the_drain_task():
+    # notices never imports transactions.tasks (which imports the services): the name must match.
+    from bankcore.celery import app
+    from transactions.services.notices import DRAIN_TASK
+    from transactions.tasks import drain_ledger_notices
+
+    assert app.tasks[DRAIN_TASK].name == drain_ledger_notices.name == DRAIN_TASK

@@ -9,7 +9,7 @@ from django.db import connection, connections
 
 from accounts.models import BankAccount
 from bankcore.api.exceptions import ServiceUnavailable
-from transactions.db import atomic_with_retry
+from bankcore.db.retry import atomic_with_retry
 from transactions.tests.factories import CustomerFactory, open_account
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -64,7 +64,7 @@ def test_an_idempotent_request_restarts_its_whole_transaction_on_a_serialization
     from rest_framework.response import Response
 
     from bankcore.idempotency import run_idempotent
-    from transactions.models import IdempotencyKey
+    from bankcore.models import IdempotencyKey
 
     owner = CustomerFactory()
     account = open_account(owner)
