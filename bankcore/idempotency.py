@@ -17,8 +17,8 @@ How exactly-once is kept:
    lookup of an earlier row, and the insert of this request's row (unique per
    user+key, state in_progress, a random claim token). Nobody else sees that row
    before COMMIT; the advisory lock is what tells them a request is in flight.
-2. the view runs in a savepoint of that transaction (released by the COMMIT, not by a
-   round trip of its own), and the response is written to the key row in the same
+2. the view runs in a savepoint of that transaction (a nested `atomic()`), and the
+   response is written to the key row in the same
    transaction (conditional on still holding the claim). So the money moves if and
    only if the response is stored; a crash at any point rolls back everything and
    frees the lock, and a retry runs afresh. One COMMIT per request.
@@ -43,7 +43,7 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -193,32 +193,17 @@ def _complete(row: Any, status_code: int, body: Any) -> None:
 
 
 def _in_savepoint(handler: Callable[[], Response]) -> Response:
-    """Run `handler` in a savepoint of the current transaction, rolled back if it raises.
+    """Run `handler` in a savepoint of the current transaction (a nested `atomic()`), so a
+    refusal it raises undoes its work but keeps the claim for the stored answer.
 
-    Unlike a nested `transaction.atomic()`, success does not RELEASE the savepoint (a
-    round trip per request): COMMIT releases it, and nothing after the handler rolls
-    back to it. Django's savepoint bookkeeping is kept, so on_commit callbacks the work
-    registered are dropped with a rollback and run after COMMIT otherwise.
+    Something inside that swallowed a database error leaves the savepoint marked for
+    rollback: the work is then unusable, so the whole request is undone rather than an
+    answer stored for work that did not happen.
     """
-    sid = connection.savepoint()
-    assert sid is not None  # always inside the claim's transaction
-    connection.savepoint_ids.append(sid)
-    try:
+    with transaction.atomic():
         response = handler()
-    except BaseException:
-        connection.savepoint_ids.pop()
-        if not connection.closed_in_transaction:
-            connection.needs_rollback = False
-            try:
-                connection.savepoint_rollback(sid)
-            except DatabaseError:
-                connection.needs_rollback = True  # as atomic() does: the outer block rolls back
-        raise
-    connection.savepoint_ids.pop()
-    if connection.needs_rollback:
-        # Something inside swallowed a database error it could not roll back: the work is
-        # unusable, so undo the whole request rather than store an answer for it.
-        raise transaction.TransactionManagementError("The request's work was marked for rollback.")
+        if transaction.get_rollback():
+            raise transaction.TransactionManagementError("The request's work was marked for rollback.")
     return response
 
 

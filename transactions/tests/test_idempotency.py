@@ -261,3 +261,50 @@ def test_serialization_failures_on_every_attempt_end_in_503_unavailable_with_not
     assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
     assert_refusal_moved_nothing(before, response, key="busy")  # no key kept: the retry may run
     assert _send(customer_client, source, destination, "busy").status_code == 201
+
+
+def test_work_marked_for_rollback_inside_the_handler_stores_no_answer_and_leaves_the_key_free(customer, pair):
+    """A handler whose work was marked unusable (a swallowed database error does this) must not
+    get its answer stored as if the work had happened: the whole request is undone."""
+    from django.db import transaction
+    from rest_framework.response import Response
+
+    from bankcore.idempotency import run_idempotent
+    from transactions.services.transfers import transfer_create
+
+    source, destination = pair
+
+    def handler():
+        transfer_create(
+            user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=500, currency="EUR"
+        )
+        transaction.set_rollback(True)
+        return Response({"ok": True}, status=201)
+
+    with pytest.raises(transaction.TransactionManagementError):
+        run_idempotent(user=customer, key="marked", fingerprint="f", handler=handler)
+    assert not IdempotencyKey.objects.filter(key="marked").exists()
+    assert not Transaction.objects.filter(kind="transfer").exists()
+    source.refresh_from_db()
+    assert source.balance == 10_000
+    # The key is free: the retry runs afresh and posts once.
+    retry = run_idempotent(
+        user=customer,
+        key="marked",
+        fingerprint="f",
+        handler=lambda: Response(
+            {
+                "id": str(
+                    transfer_create(
+                        user=customer,
+                        source_account_id=source.pk,
+                        destination_iban=destination.iban,
+                        amount=500,
+                        currency="EUR",
+                    ).pk
+                )
+            },
+            status=201,
+        ),
+    )
+    assert retry.status_code == 201 and Transaction.objects.filter(kind="transfer").count() == 1
