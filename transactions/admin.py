@@ -137,7 +137,7 @@ class EntryAdmin(ReadOnlyAdmin):
 
 @admin.register(Hold)
 class HoldAdmin(ReadOnlyAdmin):
-    list_display = ("id", "account", "amount", "currency", "status", "expires_at")
+    list_display = ("id", "account", "amount", "currency", "status", "reference", "created_at", "ended_at")
     list_filter = ("status",)
 
 

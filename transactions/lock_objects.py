@@ -18,21 +18,15 @@ from typing import Any
 from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.utils import timezone
 
 from accounts.models import BankAccount
-from transactions.models import Hold
 
 _PK = BankAccount._meta.pk
-_LOCK_SQL = (
-    "SELECT a.*, COALESCE((SELECT SUM(h.amount) FROM transactions_hold h WHERE h.account_id = a.id"
-    " AND h.status = %s AND h.expires_at > %s), 0) AS held"
-    " FROM accounts_bankaccount a WHERE <condition> ORDER BY a.id FOR UPDATE OF a"
-)
+_LOCK_SQL = "SELECT a.* FROM accounts_bankaccount a WHERE <condition> ORDER BY a.id FOR UPDATE OF a"
 
 
 def bank_accounts_for_update(account_ids: Iterable[UUID], *, ibans: Iterable[str] = ()) -> dict[UUID, BankAccount]:
-    """Lock the accounts (by id and/or IBAN) in pk order; each carries `held` = its active, unexpired holds.
+    """Lock the accounts (by id and/or IBAN) in pk order (each carries `held`, its active holds).
 
     Hand-written SQL because it runs on every posting: one statement, no ORM compile.
     `owner` is loaded lazily (transfers set the source's owner from the caller).
@@ -48,7 +42,7 @@ def bank_accounts_for_update(account_ids: Iterable[UUID], *, ibans: Iterable[str
         where.append(f"a.iban IN ({', '.join(['%s'] * len(ibans))})")
     # Only placeholders and fixed clauses are spliced in; every value is a bound parameter.
     sql = _LOCK_SQL.replace("<condition>", " OR ".join(where))
-    params = [Hold.Status.ACTIVE.value, timezone.now(), *ids, *ibans]
+    params = [*ids, *ibans]
     return {row.pk: row for row in BankAccount.objects.raw(sql, params)}
 
 
@@ -77,15 +71,15 @@ def transfer_rows_for_update(
     in pk order; return the accounts (each with `held`) and, read under those locks, the
     customer's per-transfer, daily and step-up overrides and the usage since `since`.
 
-    One round trip: `ledger_lock_transfer()` (migration 0005), which reads
+    One round trip: `ledger_lock_transfer()` (migrations 0005, 0014), which reads
     after locking, in new statements, so it sees everything committed by the locks' previous
     holders. When neither account exists, the usage is None: read it separately.
     """
     db = connections[DEFAULT_DB_ALIAS]
     with db.cursor() as cursor:
         cursor.execute(
-            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s, %s, %s)",
-            [user_id, source_account_id, destination_iban, currency, since, Hold.Status.ACTIVE.value, timezone.now()],
+            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s)",
+            [user_id, source_account_id, destination_iban, currency, since],
         )
         rows = cursor.fetchall()
         columns = [column.name for column in cursor.description]
@@ -93,11 +87,9 @@ def transfer_rows_for_update(
         return {}, None
     # Plain positional model construction: the ORM's raw() machinery cost more than the query.
     take, names = _account_columns(tuple(columns))
-    held = columns.index("held")
     accounts = {}
     for row in rows:
         account = BankAccount.from_db(db.alias, names, [row[i] for i in take])
-        account.held = row[held]  # type: ignore[attr-defined]
         accounts[account.pk] = account
     first = dict(zip(columns, rows[0], strict=True))
     usage = (first["limit_per_transfer"], first["limit_daily"], first["limit_step_up_threshold"], first["used_today"])

@@ -7,29 +7,16 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from django.db.models import OuterRef, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from accounts.models import BankAccount
 from transactions.exceptions import AccountNotFound
-from transactions.models import Entry, Hold, Transaction
-
-
-def _with_held(queryset: QuerySet[BankAccount]) -> QuerySet[BankAccount]:
-    held = (
-        Hold.objects.filter(account=OuterRef("pk"), status=Hold.Status.ACTIVE, expires_at__gt=timezone.now())
-        .order_by()
-        .values("account")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
-    return queryset.annotate(held=Coalesce(Subquery(held), Value(0)))
+from transactions.models import Entry, Transaction
 
 
 def customer_accounts(*, user: Any) -> QuerySet[BankAccount]:
-    """The customer's own accounts, each annotated with `held` (active holds)."""
-    return _with_held(BankAccount.objects.filter(owner=user))
+    """The customer's own accounts (`held` is kept on each account row by the ledger)."""
+    return BankAccount.objects.filter(owner=user)
 
 
 def customer_account(*, user: Any, account_id: UUID | str) -> BankAccount:

@@ -40,6 +40,9 @@ class BankAccount(models.Model):
     # Minor units. Changed only by the ledger, in the same transaction as its entries.
     balance = models.BigIntegerField(default=0)
     overdraft_limit = models.BigIntegerField(default=0, help_text="Minor units the balance may go below zero.")
+    # Minor units reserved by active holds (payments not yet settled). Changed only by the ledger,
+    # in the same transaction as the hold rows; available = balance - held + overdraft_limit.
+    held = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,6 +58,14 @@ class BankAccount(models.Model):
             models.CheckConstraint(
                 condition=models.Q(kind="internal") | models.Q(balance__gte=-models.F("overdraft_limit")),
                 name="bank_account_balance_within_overdraft",
+            ),
+            models.CheckConstraint(condition=models.Q(held__gte=0), name="bank_account_held_nonnegative"),
+            # Holds never reserve more than the account has: the database refuses an over-hold
+            # even if two payments race past the service's own check.
+            models.CheckConstraint(
+                condition=models.Q(kind="internal")
+                | models.Q(balance__gte=models.F("held") - models.F("overdraft_limit")),
+                name="bank_account_holds_within_funds",
             ),
             models.CheckConstraint(
                 condition=models.Q(kind="internal", owner__isnull=True)

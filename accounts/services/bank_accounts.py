@@ -116,7 +116,7 @@ def bank_account_set_overdraft(*, account: BankAccount, overdraft_limit: int, ac
         raise ValueError("Overdraft limit cannot be negative.")
     with transaction.atomic():
         locked = BankAccount.objects.select_for_update().get(pk=account.pk)
-        if locked.kind != BankAccount.Kind.INTERNAL and locked.balance < -overdraft_limit:
+        if locked.kind != BankAccount.Kind.INTERNAL and locked.balance - locked.held < -overdraft_limit:
             raise ValueError("The balance is already below that overdraft; it cannot be lowered that far.")
         previous = locked.overdraft_limit
         locked.overdraft_limit = overdraft_limit

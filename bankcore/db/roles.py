@@ -37,7 +37,8 @@ def _table(label: str) -> str:
 def restricted_tables() -> dict[str, tuple[str, ...]]:
     """Tables the runtime role gets less than full DML on, with what it gets.
 
-    - The journal and its entries are only ever inserted (a reversal is a new transaction).
+    - The journal, its entries and payment timelines are only ever inserted (a reversal is a new
+      transaction).
     - Audit events and chain heads are written only by `audit_append()`, which runs with the
       owner's rights (SECURITY DEFINER), so the app can neither forge, edit, delete nor rewind them.
     - Which migrations ran is the owner's business.
@@ -45,6 +46,7 @@ def restricted_tables() -> dict[str, tuple[str, ...]]:
     return {
         _table("transactions.Transaction"): APPEND_ONLY,
         _table("transactions.Entry"): APPEND_ONLY,
+        _table("transactions.PaymentEvent"): APPEND_ONLY,
         _table("bankcore.AuditEvent"): READ_ONLY,
         _table("bankcore.AuditChainHead"): READ_ONLY,
         "django_migrations": READ_ONLY,

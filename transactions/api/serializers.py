@@ -30,7 +30,7 @@ class BankAccountOutput(serializers.Serializer):
         return format_amount(account.balance, account.currency)
 
     def get_available(self, account: BankAccount) -> str:
-        return format_amount(available_balance(account, getattr(account, "held", 0) or 0), account.currency)
+        return format_amount(available_balance(account), account.currency)
 
     def get_overdraft_limit(self, account: BankAccount) -> str:
         return format_amount(account.overdraft_limit, account.currency)

@@ -107,7 +107,6 @@ class BankAccountListCreate(APIView):
         data = BankAccountInput(data=request.data)
         data.is_valid(raise_exception=True)
         account = bank_account_open(owner=request.user, **data.validated_data)
-        account.held = 0  # type: ignore[attr-defined]  # a new account has no holds
         return Response(BankAccountOutput(account).data, status=status.HTTP_201_CREATED)
 
 

@@ -3,6 +3,15 @@ from transactions.models.ledger import Entry, Hold, Transaction
 from transactions.models.limits import CustomerLimit, LimitUsage
 from transactions.models.notices import LedgerNotice
 from transactions.models.payees import Beneficiary, StandingOrder, StandingOrderExecution
+from transactions.models.payments import (
+    IncomingCredit,
+    Payment,
+    PaymentActionRequest,
+    PaymentEvent,
+    ReconciliationMismatch,
+    ReconciliationRun,
+    SettlementBatch,
+)
 
 __all__ = [
     "AdjustmentRequest",
@@ -10,9 +19,16 @@ __all__ = [
     "CustomerLimit",
     "Entry",
     "Hold",
+    "IncomingCredit",
     "LedgerNotice",
     "LimitUsage",
+    "Payment",
+    "PaymentActionRequest",
+    "PaymentEvent",
+    "ReconciliationMismatch",
+    "ReconciliationRun",
     "ReversalRequest",
+    "SettlementBatch",
     "StandingOrder",
     "StandingOrderExecution",
     "Transaction",

@@ -187,7 +187,11 @@ class Entry(models.Model):
 class Hold(models.Model):
     """Funds reserved on an account for a payment that settles later.
 
-    available = balance - sum(active holds) + overdraft_limit.
+    The account row keeps the sum of its active holds (`BankAccount.held`, changed in the same
+    transaction as these rows, under the account's row lock), so available = balance - held +
+    overdraft_limit costs no query and a check constraint refuses an over-hold. A hold does not
+    expire by itself: it ends when its payment settles (captured) or fails or is cancelled
+    (released); `verify_ledger` proves held == sum(active holds).
     """
 
     class Status(models.TextChoices):
@@ -201,13 +205,30 @@ class Hold(models.Model):
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     reference = models.CharField(max_length=140, blank=True)
-    expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # The capture's posting (captured holds only).
     transaction = models.ForeignKey(Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         indexes = [models.Index(fields=["account", "status"], name="hold_account_status")]
-        constraints = [models.CheckConstraint(condition=models.Q(amount__gt=0), name="hold_amount_positive")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(
+                condition=~models.Q(status="captured") | models.Q(transaction__isnull=False),
+                name="hold_captured_has_posting",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(name="hold_no_delete", operation=pgtrigger.Delete),
+            # An ended hold stays ended: a capture cannot be released, nor a release captured.
+            pgtrigger.Protect(
+                name="hold_ended_is_final",
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Q(old__status__in=["captured", "released"]),
+            ),
+            pgtrigger.ReadOnly(name="hold_amount_read_only", fields=["account", "amount", "currency"]),
+        ]
 
     def __str__(self) -> str:
         return f"hold {self.amount} {self.currency} ({self.status})"

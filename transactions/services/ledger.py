@@ -37,9 +37,9 @@ class Leg:
     amount: int
 
 
-def available_balance(account: BankAccount, held: int = 0) -> int:
+def available_balance(account: BankAccount) -> int:
     """What the account can still spend: balance - holds + overdraft."""
-    return account.balance - held + account.overdraft_limit
+    return account.balance - account.held + account.overdraft_limit
 
 
 class EntryLine(NamedTuple):
@@ -122,12 +122,9 @@ def posting_prepare(
 
     for account_id, delta in deltas.items():
         account = accounts[account_id]
-        if delta < 0 and account.kind != BankAccount.Kind.INTERNAL:
-            held = getattr(account, "held", 0) or 0
-            if account.balance + delta - held < -account.overdraft_limit:
-                raise InsufficientFunds(
-                    details={"available": format_amount(available_balance(account, held), account.currency)}
-                )
+        overdrawn = account.balance + delta - account.held < -account.overdraft_limit
+        if delta < 0 and account.kind != BankAccount.Kind.INTERNAL and overdrawn:
+            raise InsufficientFunds(details={"available": format_amount(available_balance(account), account.currency)})
 
     now = at or timezone.now()
     # Related rows by their ids, then the instances at hand put in the relation caches:

@@ -20,9 +20,10 @@ from transactions.exceptions import LimitExceeded
 from transactions.lock_objects import transfer_rows_for_update
 from transactions.models import CustomerLimit, Transaction
 
-# Kinds that count against the rolling 24-hour outgoing limit: every payment a customer
-# makes, whether sent now or run later by a standing order.
-LIMITED_KINDS = (Transaction.Kind.TRANSFER, Transaction.Kind.PAYMENT, Transaction.Kind.STANDING_ORDER)
+# Postings that count against the rolling 24-hour outgoing limit when they post: transfers,
+# whether sent now or run later by a standing order. A payment to another bank counts when it
+# is accepted (`limit_usage_record`, with its hold), not again when it settles.
+LIMITED_KINDS = (Transaction.Kind.TRANSFER, Transaction.Kind.STANDING_ORDER)
 WINDOW = timedelta(hours=24)
 
 
@@ -82,6 +83,21 @@ LEFT JOIN transactions_customerlimit l ON l.user_id = %s AND l.currency = %s
 def counts_against_limits(journal: Transaction) -> bool:
     """Does this posting use up its initiating customer's limits?"""
     return journal.kind in LIMITED_KINDS and journal.initiated_by_id is not None and bool(journal.amount)
+
+
+_USAGE_SQL = """
+INSERT INTO transactions_limitusage AS u (user_id, currency, minute, amount)
+VALUES (%s, %s, date_trunc('minute', %s::timestamptz), %s)
+ON CONFLICT (user_id, currency, minute) DO UPDATE SET amount = u.amount + EXCLUDED.amount
+"""
+
+
+def limit_usage_record(*, user_id: Any, currency: str, at: datetime, amount: int) -> None:
+    """Count `amount` minor units against the customer's rolling limit in the minute of `at`;
+    a negative amount gives back what a payment that never left (cancelled, rejected) used.
+    Call under the customer's row lock, in the transaction that accepts or ends the payment."""
+    with connection.cursor() as cursor:
+        cursor.execute(_USAGE_SQL, [user_id, currency, at, amount])
 
 
 def _window_start(now: datetime) -> datetime:

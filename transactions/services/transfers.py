@@ -85,7 +85,7 @@ def transfer_create(
             # No second factor for a transfer that would fail anyway.
             if source.status != BankAccount.Status.ACTIVE or target.status != BankAccount.Status.ACTIVE:
                 raise AccountFrozen()
-            available = available_balance(source, getattr(source, "held", 0))
+            available = available_balance(source)
             if amount > available:
                 raise InsufficientFunds(details={"available": format_amount(available, currency)})
             # Raises StepUpRequired (403) unless the token is bound to exactly this amount and payee.

@@ -58,6 +58,18 @@ JOIN LATERAL (
 ) e ON true
 WHERE e.balance_after <> a.balance
 """
+_HELD_MISMATCH = """
+SELECT a.id, a.iban, a.held, coalesce(h.total, 0) FROM accounts_bankaccount a
+LEFT JOIN (SELECT account_id, sum(amount) AS total FROM transactions_hold WHERE status = 'active'
+           GROUP BY account_id) h ON h.account_id = a.id
+WHERE a.held <> coalesce(h.total, 0)
+"""
+_OPEN_PAYMENT_WITHOUT_ACTIVE_HOLD = """
+SELECT p.id, p.status, h.status FROM transactions_payment p JOIN transactions_hold h ON h.id = p.hold_id
+WHERE (p.status IN ('pending', 'batched', 'submitted') AND h.status <> 'active')
+   OR (p.status = 'settled' AND h.status <> 'captured')
+   OR (p.status IN ('rejected', 'cancelled') AND h.status <> 'released')
+"""
 _WRONG_CURRENCY = """
 SELECT e.id, e.currency, a.currency FROM transactions_entry e JOIN accounts_bankaccount a ON a.id = e.account_id
 WHERE e.currency <> a.currency
@@ -107,6 +119,12 @@ def ledger_verify() -> LedgerReport:
                 report.violations.append(
                     f"account {iban} ({account}): balance {balance} != latest entry's balance_after {after}"
                 )
+            cur.execute(_HELD_MISMATCH)
+            for account, iban, held, total in cur.fetchall():
+                report.violations.append(f"account {iban} ({account}): held {held} != sum of active holds {total}")
+            cur.execute(_OPEN_PAYMENT_WITHOUT_ACTIVE_HOLD)
+            for payment, payment_status, hold_status in cur.fetchall():
+                report.violations.append(f"payment {payment} is {payment_status} but its hold is {hold_status}")
             cur.execute(_WRONG_CURRENCY)
             for entry, entry_currency, account_currency in cur.fetchall():
                 report.violations.append(f"entry {entry}: currency {entry_currency} on a {account_currency} account")

@@ -82,14 +82,12 @@ def test_frozen_account_cannot_move_money(customer):
 
 
 def test_active_holds_reduce_what_can_be_spent(customer):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from transactions.models import Hold
+    from transactions.lock_objects import bank_accounts_for_update
+    from transactions.services.holds import hold_place
 
     a, b = open_account(customer, balance=1_000), open_account(customer)
-    Hold.objects.create(account=a, amount=600, currency="EUR", expires_at=timezone.now() + timedelta(days=1))
+    with transaction.atomic():
+        hold_place(account=bank_accounts_for_update([a.pk])[a.pk], amount=600, reference="test")
     with pytest.raises(InsufficientFunds), transaction.atomic():
         post_transaction(kind="transfer", legs=[Leg(a.pk, -500), Leg(b.pk, 500)], currency="EUR")
     with transaction.atomic():
