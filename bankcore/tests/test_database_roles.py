@@ -159,12 +159,13 @@ def test_grant_app_role_revokes_stray_grants_and_gives_exactly_what_the_app_need
     granted = _privileges(role)
     assert granted["transactions_entry"] == {"SELECT", "INSERT"}
     assert granted["transactions_transaction"] == {"SELECT", "INSERT"}
+    assert granted["transactions_paymentevent"] == {"SELECT", "INSERT"}
     assert granted["bankcore_auditevent"] == {"SELECT"}
     assert granted["bankcore_auditchainhead"] == {"SELECT"}
     assert granted["accounts_bankaccount"] == {"SELECT", "INSERT", "UPDATE", "DELETE"}
     assert granted["bankcore_idempotencykey"] == {"SELECT", "INSERT", "UPDATE", "DELETE"}
     assert not [table for table, privileges in granted.items() if privileges & {"TRUNCATE", "REFERENCES", "TRIGGER"}]
-    assert "SELECT, INSERT on transactions_entry, transactions_transaction" in output
+    assert "SELECT, INSERT on transactions_entry, transactions_paymentevent, transactions_transaction" in output
     assert "EXECUTE on" in output and "audit_append" in output
 
 
