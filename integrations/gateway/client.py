@@ -166,7 +166,8 @@ class GatewayClient:
         """One logical call: the retries inside one breaker call."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential_jitter(initial=self.backoff, max=self.max_backoff),
+            # backoff, 2x backoff, 4x ... plus up to `backoff` of jitter, never more than max_backoff.
+            wait=tenacity.wait_exponential_jitter(multiplier=self.backoff, jitter=self.backoff, max=self.max_backoff),
             retry=tenacity.retry_if_exception_type(GatewayUnavailable),
             reraise=True,
             before_sleep=_log_retry,
