@@ -43,9 +43,7 @@ class _GaugeListener(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         circuits.record(CIRCUIT_NAME, new_state.name)
-        logger.warning(
-            "payment gateway circuit %s -> %s", getattr(old_state, "name", None), new_state.name
-        )
+        logger.warning("payment gateway circuit %s -> %s", getattr(old_state, "name", None), new_state.name)
 
 
 gateway_breaker = pybreaker.CircuitBreaker(

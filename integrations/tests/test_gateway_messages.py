@@ -106,7 +106,10 @@ def test_unreadable_or_foreign_documents_raise_invalid_message(xml):
 
 def test_a_pain002_with_an_unknown_status_code_fails_the_schema():
     xml = iso20022.build_pain002(
-        message_id="STS-1", original_message_id="MSG-1", group_status="ACCP", transactions=[TransactionStatus("E", "ACSC")]
+        message_id="STS-1",
+        original_message_id="MSG-1",
+        group_status="ACCP",
+        transactions=[TransactionStatus("E", "ACSC")],
     )
     with pytest.raises(InvalidMessage, match="TxSts"):
         iso20022.parse_pain002(xml.replace(b"<TxSts>ACSC</TxSts>", b"<TxSts>DONE</TxSts>"))
