@@ -43,9 +43,7 @@ class _GaugeListener(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         circuits.record(CIRCUIT_NAME, new_state.name)
-        logger.warning(
-            "payment gateway circuit %s -> %s", getattr(old_state, "name", None), new_state.name
-        )
+        logger.warning("payment gateway circuit %s -> %s", getattr(old_state, "name", None), new_state.name)
 
 
 gateway_breaker = pybreaker.CircuitBreaker(
@@ -166,7 +164,8 @@ class GatewayClient:
         """One logical call: the retries inside one breaker call."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential_jitter(initial=self.backoff, max=self.max_backoff),
+            # backoff, 2x backoff, 4x ... plus up to `backoff` of jitter, never more than max_backoff.
+            wait=tenacity.wait_exponential_jitter(multiplier=self.backoff, jitter=self.backoff, max=self.max_backoff),
             retry=tenacity.retry_if_exception_type(GatewayUnavailable),
             reraise=True,
             before_sleep=_log_retry,

@@ -43,7 +43,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -218,7 +217,12 @@ class GatewaySimulator:
                     "creditor": creditor,
                 }
                 if prior is not None:
-                    outcome = {**base, "status": prior["status"], "reason_code": prior["reason_code"], "executed": False}
+                    outcome = {
+                        **base,
+                        "status": prior["status"],
+                        "reason_code": prior["reason_code"],
+                        "executed": False,
+                    }
                 elif pattern and re.search(pattern, transfer.creditor.iban):
                     outcome = {**base, "status": "RJCT", "reason_code": self.faults.reject_reason, "executed": False}
                 else:
@@ -341,7 +345,9 @@ class GatewaySimulator:
         body = notification.to_dict()
         with self.lock:
             copies = 2 if self.faults.duplicate_webhooks else 1
-            self._record({"type": "credit", "notification": body, "copies": copies, "day": booked_at.date().isoformat()})
+            self._record(
+                {"type": "credit", "notification": body, "copies": copies, "day": booked_at.date().isoformat()}
+            )
         for copy in range(copies):
             self.deliverer.enqueue(body["id"], copy)
         return body
@@ -461,7 +467,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         logger.info("%s %s", self.address_string(), format % args)
 
     def _send(self, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8") -> None:
