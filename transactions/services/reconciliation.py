@@ -66,7 +66,7 @@ def reconciliation_run(*, day: date, statement: Statement) -> ReconciliationRun:
     mismatches: list[ReconciliationMismatch] = []
     seen: set[tuple[bool, str]] = set()
 
-    def mismatch(kind: str, reference: str, currency: str, credit: bool, gateway: int | None, ours: int | None):
+    def mismatch(kind: str, reference: str, currency: str, credit: bool, gateway: int | None, ours: int | None) -> None:
         mismatches.append(
             ReconciliationMismatch(
                 kind=kind,
