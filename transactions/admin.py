@@ -10,9 +10,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.html import format_html
 
 from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline, ask_reason, staff_action
 from bankcore.api.exceptions import BankError
@@ -24,7 +26,14 @@ from transactions.models import (
     CustomerLimit,
     Entry,
     Hold,
+    IncomingCredit,
+    Payment,
+    PaymentActionRequest,
+    PaymentEvent,
+    ReconciliationMismatch,
+    ReconciliationRun,
     ReversalRequest,
+    SettlementBatch,
     StandingOrder,
     StandingOrderExecution,
     Transaction,
@@ -37,7 +46,13 @@ from transactions.services.corrections import (
     reversal_propose,
     reversal_reject,
 )
+from transactions.services.incoming import incoming_credit_resolve
 from transactions.services.limits import customer_limit_set
+from transactions.services.payment_actions import (
+    payment_action_approve,
+    payment_action_propose,
+    payment_action_reject,
+)
 
 
 class EntryInline(ReadOnlyInline):
@@ -238,3 +253,252 @@ class StandingOrderAdmin(ReadOnlyAdmin):
     list_display = ("id", "owner", "amount", "currency", "frequency", "day", "status", "next_due")
     list_filter = ("status", "frequency")
     inlines = [StandingOrderExecutionInline]
+
+
+# --- Payments to other banks (issue 14) ----------------------------------------------------
+
+
+class PaymentEventInline(ReadOnlyInline):
+    model = PaymentEvent
+    fields = ("status", "reason_code", "at")
+    readonly_fields = fields
+    ordering = ("id",)
+
+
+def _propose_payment_action(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Payment], *, action: str, title: str
+) -> TemplateResponse | None:
+    reason, page = ask_reason(
+        modeladmin,
+        request,
+        queryset,
+        title=title,
+        help_text="Why. A second staff member approves under Payment action requests before anything happens.",
+    )
+    if reason is None:
+        return page
+    for payment in queryset:
+        try:
+            payment_action_propose(payment_id=payment.pk, action=action, reason=reason, actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{payment.end_to_end_id}: {exc.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(
+                request, f"{payment.end_to_end_id}: {action} proposed for approval", messages.SUCCESS
+            )
+    return None
+
+
+@staff_action(
+    permission="transactions.retry_payment",
+    description="Propose re-driving settlement of the selected payments (another staff member approves)",
+)
+def propose_payment_retry(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Payment]
+) -> TemplateResponse | None:
+    return _propose_payment_action(
+        modeladmin, request, queryset, action=PaymentActionRequest.Action.RETRY, title="Propose retries"
+    )
+
+
+@staff_action(
+    permission="transactions.retry_payment",
+    description="Propose cancelling the selected pending payments (another staff member approves)",
+)
+def propose_payment_cancel(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Payment]
+) -> TemplateResponse | None:
+    return _propose_payment_action(
+        modeladmin, request, queryset, action=PaymentActionRequest.Action.CANCEL, title="Propose cancellations"
+    )
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = (
+        "end_to_end_id",
+        "customer",
+        "creditor_name",
+        "creditor_iban",
+        "amount_display",
+        "status",
+        "reason_code",
+        "batch",
+        "created_at",
+    )
+    list_filter = ("status", "currency")
+    search_fields = ("=id", "=end_to_end_id", "=creditor_iban", "customer__email")
+    readonly_fields = [f.name for f in Payment._meta.fields]
+    inlines = [PaymentEventInline]
+    actions = [propose_payment_retry, propose_payment_cancel]
+    list_select_related = ("customer", "batch")
+    show_full_result_count = False
+
+    @admin.display(description="amount")
+    def amount_display(self, payment: Payment) -> str:
+        return format_amount(payment.amount, payment.currency)
+
+    def has_retry_payment_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.retry_payment")
+
+
+@admin.register(SettlementBatch)
+class SettlementBatchAdmin(ReadOnlyAdmin):
+    list_display = ("message_id", "status", "currency", "payment_count", "control_sum", "created_at", "submitted_at")
+    list_filter = ("status",)
+    search_fields = ("=message_id",)
+    exclude = ("xml", "status_report")
+    readonly_fields = [
+        *(f.name for f in SettlementBatch._meta.fields if f.name not in ("xml", "status_report")),
+        "pain001",
+        "pain002",
+    ]
+
+    @admin.display(description="pain.001 (as sent)")
+    def pain001(self, batch: SettlementBatch) -> str:
+        return format_html("<pre>{}</pre>", batch.xml)  # escaped: shown as text, never markup
+
+    @admin.display(description="pain.002 (as received)")
+    def pain002(self, batch: SettlementBatch) -> str:
+        return format_html("<pre>{}</pre>", batch.status_report) if batch.status_report else "—"
+
+
+@staff_action(
+    permission="transactions.approve_payment_action", description="Approve (checker): carry out the selected actions"
+)
+def approve_payment_actions(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[PaymentActionRequest]
+) -> None:
+    for proposal in queryset:
+        try:
+            payment_action_approve(request_id=proposal.pk, actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{proposal.pk}: {exc.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{proposal.action} of {proposal.payment_id} done", messages.SUCCESS)
+
+
+@staff_action(permission="transactions.approve_payment_action", description="Reject the selected actions")
+def reject_payment_actions(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[PaymentActionRequest]
+) -> None:
+    for proposal in queryset:
+        try:
+            payment_action_reject(request_id=proposal.pk, actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{proposal.pk}: {exc.message}", messages.ERROR)
+
+
+@admin.register(PaymentActionRequest)
+class PaymentActionRequestAdmin(ReadOnlyAdmin):
+    """Makers propose from the payments list; a different staff member approves here."""
+
+    list_display = ("id", "payment", "action", "reason", "status", "proposed_by", "decided_by", "created_at")
+    list_filter = ("status", "action")
+    readonly_fields = [f.name for f in PaymentActionRequest._meta.fields]
+    actions = [approve_payment_actions, reject_payment_actions]
+
+    def has_approve_payment_action_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.approve_payment_action")
+
+
+class MoveToAccountForm(forms.Form):
+    iban = forms.CharField(max_length=42, label="IBAN", help_text="The customer account the money belongs to.")
+
+
+@staff_action(permission="transactions.resolve_suspense", description="Move to account: post from suspense")
+def move_to_account(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[IncomingCredit]
+) -> TemplateResponse | None:
+    form = MoveToAccountForm(request.POST if "apply" in request.POST else None)
+    if not form.is_valid():
+        context = {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Move credits in suspense to an account",
+            "opts": modeladmin.model._meta,
+            "queryset": queryset,
+            "lines": [
+                f"{credit.notification_id}: {format_amount(credit.amount, credit.currency)} {credit.currency} "
+                f"for {credit.iban} from {credit.debtor_name} ({credit.remittance_information})"
+                for credit in queryset
+            ],
+            "form": form,
+            "action": request.POST.get("action", ""),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/transactions/move_to_account.html", context)
+    for credit in queryset:
+        try:
+            incoming_credit_resolve(credit_id=credit.pk, iban=form.cleaned_data["iban"], actor=request.user)
+        except BankError as exc:
+            modeladmin.message_user(request, f"{credit.notification_id}: {exc.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{credit.notification_id}: moved to the account", messages.SUCCESS)
+    return None
+
+
+class InSuspenseFilter(admin.SimpleListFilter):
+    """The staff task: credits waiting in suspense (the default view)."""
+
+    title = "task"
+    parameter_name = "task"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("suspense", "Waiting in suspense"), ("all", "All credits")]
+
+    def choices(self, changelist: Any) -> Any:
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": (self.value() or "suspense") == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[IncomingCredit]) -> QuerySet[IncomingCredit]:
+        if (self.value() or "suspense") == "suspense":
+            return queryset.filter(status=IncomingCredit.Status.SUSPENSE)
+        return queryset
+
+
+@admin.register(IncomingCredit)
+class IncomingCreditAdmin(ReadOnlyAdmin):
+    """Credits from the gateway; by default the staff task: those in suspense, oldest first."""
+
+    list_display = (
+        "notification_id",
+        "iban",
+        "amount_display",
+        "debtor_name",
+        "remittance_information",
+        "status",
+        "account",
+        "booked_at",
+        "received_at",
+    )
+    list_filter = (InSuspenseFilter, "status")
+    search_fields = ("=notification_id", "=iban", "=debtor_iban")
+    readonly_fields = [f.name for f in IncomingCredit._meta.fields]
+    ordering = ("received_at",)
+    actions = [move_to_account]
+
+    @admin.display(description="amount")
+    def amount_display(self, credit: IncomingCredit) -> str:
+        return format_amount(credit.amount, credit.currency)
+
+    def has_resolve_suspense_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.resolve_suspense")
+
+
+class ReconciliationMismatchInline(ReadOnlyInline):
+    model = ReconciliationMismatch
+    fields = ("kind", "reference", "credit", "gateway_amount", "ledger_amount", "currency")
+    readonly_fields = fields
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyAdmin):
+    list_display = ("day", "statement_id", "statement_entries", "ledger_entries", "mismatch_count", "created_at")
+    list_filter = ("day",)
+    readonly_fields = [f.name for f in ReconciliationRun._meta.fields]
+    ordering = ("-created_at",)
+    inlines = [ReconciliationMismatchInline]

@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from accounts.models import BankAccount
-from transactions.exceptions import AccountNotFound
-from transactions.models import Entry, Transaction
+from transactions.exceptions import AccountNotFound, PaymentNotFound
+from transactions.models import Entry, Payment, PaymentEvent, Transaction
 
 
 def customer_accounts(*, user: Any) -> QuerySet[BankAccount]:
@@ -121,3 +121,18 @@ def month_bounds(month: date) -> tuple[datetime, datetime]:
     start = datetime(month.year, month.month, 1, tzinfo=UTC)
     end = datetime(month.year + (month.month == 12), month.month % 12 + 1, 1, tzinfo=UTC)
     return start, end
+
+
+def customer_payments(*, user: Any) -> QuerySet[Payment]:
+    """The customer's payments to other banks with their timelines (keyset on -id: uuid7 is time-ordered)."""
+    return Payment.objects.filter(customer=user).prefetch_related(
+        Prefetch("events", queryset=PaymentEvent.objects.order_by("id"))
+    )
+
+
+def customer_payment(*, user: Any, payment_id: UUID | str) -> Payment:
+    """One of the customer's payments, or PaymentNotFound (also for another customer's id)."""
+    payment = customer_payments(user=user).filter(pk=payment_id).first()
+    if payment is None:
+        raise PaymentNotFound()
+    return payment

@@ -32,6 +32,13 @@ _VIEW_LEDGER = [
     "transactions.view_customerlimit",
     "transactions.view_adjustmentrequest",
     "transactions.view_reversalrequest",
+    "transactions.view_payment",
+    "transactions.view_paymentevent",
+    "transactions.view_settlementbatch",
+    "transactions.view_incomingcredit",
+    "transactions.view_paymentactionrequest",
+    "transactions.view_reconciliationrun",
+    "transactions.view_reconciliationmismatch",
 ]
 _VIEW_NOTIFICATIONS = [
     "notifications.view_notification",
@@ -67,6 +74,8 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "transactions.add_adjustmentrequest",
         "transactions.add_customerlimit",
         "transactions.change_customerlimit",
+        "transactions.retry_payment",
+        "transactions.resolve_suspense",
         "notifications.resend_delivery",
         "notifications.manage_incident",
         "notifications.add_maintenancewindow",
@@ -84,6 +93,7 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "accounts.freeze_account",
         "transactions.approve_reversal",
         "transactions.approve_adjustment",
+        "transactions.approve_payment_action",
     ],
 }
 

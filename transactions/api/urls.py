@@ -1,6 +1,6 @@
 from django.urls import path
 
-from transactions.api import views
+from transactions.api import payments, views, webhooks
 
 # The accounts pages show ledger figures (balance, available after holds, history), so the
 # ledger serves them: accounts never imports transactions.
@@ -16,4 +16,7 @@ urlpatterns = [
     path("beneficiaries/<uuid:beneficiary_id>", views.BeneficiaryDetail.as_view(), name="beneficiary-detail"),
     path("standing-orders", views.StandingOrderListCreate.as_view(), name="standing-orders"),
     path("standing-orders/<uuid:order_id>", views.StandingOrderDetail.as_view(), name="standing-order-detail"),
+    path("payments", payments.PaymentListCreate.as_view(), name="payments"),
+    path("payments/<uuid:payment_id>", payments.PaymentDetail.as_view(), name="payment-detail"),
+    path("integrations/gateway/webhook", webhooks.GatewayWebhook.as_view(), name="gateway-webhook"),
 ]
