@@ -383,6 +383,20 @@ SETTLEMENT_DEBTOR_NAME = env.str("SETTLEMENT_DEBTOR_NAME", default=BANK_NAME)
 SETTLEMENT_DEBTOR_IBAN = env.str("SETTLEMENT_DEBTOR_IBAN", default="DE89370400440532013000")
 SETTLEMENT_DEBTOR_BIC = env.str("SETTLEMENT_DEBTOR_BIC", default="COBADEFFXXX")
 
+# --- Legacy core (ISO 8583 over TCP; integrations/legacy) ----------------------------
+# "host:port" of the legacy core banking system; "" = not configured (no legacy accounts).
+LEGACY_CORE_ADDRESS = env.str("LEGACY_CORE_ADDRESS", default="")
+# Seconds one attempt may take, from asking for a pooled connection to the answer. A financial
+# request (0200) without an answer in this time has an unknown outcome and is reversed.
+LEGACY_CORE_TIMEOUT = env.float("LEGACY_CORE_TIMEOUT", default=2.0)
+# Persistent connections each process keeps to the core (callers beyond it wait their turn).
+LEGACY_CORE_POOL_SIZE = env.int("LEGACY_CORE_POOL_SIZE", default=8)
+# Consecutive failed calls that open the circuit, and how long it stays open before one probe.
+LEGACY_CORE_BREAKER_FAILURES = env.int("LEGACY_CORE_BREAKER_FAILURES", default=5)
+LEGACY_CORE_BREAKER_RESET_SECONDS = env.float("LEGACY_CORE_BREAKER_RESET_SECONDS", default=30.0)
+# Field 41 of every message: how the core knows bankcore (at most 8 characters).
+LEGACY_TERMINAL_ID = env.str("LEGACY_TERMINAL_ID", default="BANKCORE")
+
 # --- Security -----------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -8,5 +8,7 @@ class IntegrationsConfig(AppConfig):
         from bankcore import circuits
 
         from .gateway.client import circuit_state
+        from .legacy.client import circuit_state as legacy_circuit_state
 
         circuits.register("payment_gateway", circuit_state)
+        circuits.register("legacy_core", legacy_circuit_state)
