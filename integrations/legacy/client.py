@@ -510,7 +510,7 @@ class LegacyCoreClient:
                 retrying = tenacity.Retrying(
                     stop=tenacity.stop_after_attempt(self.attempts),
                     wait=tenacity.wait_exponential_jitter(
-                        initial=self.backoff, jitter=self.backoff, max=self.max_backoff
+                        multiplier=self.backoff, jitter=self.backoff, max=self.max_backoff
                     ),
                     retry=tenacity.retry_if_exception(_retryable),
                     reraise=True,

@@ -160,10 +160,11 @@ def _check_fields(message: dict[str, str], *, required: bool) -> None:
             raise ProtocolError(f"{mti} lacks field(s) {', '.join(missing)}")
 
 
-def encode(message: dict[str, str]) -> bytes:
+def encode(message: dict[str, str], *, complete: bool = True) -> bytes:
     """One frame (2-byte big-endian length + ASCII ISO 8583 body). ProtocolError when the
-    message breaks a field rule or lacks a field its MTI requires."""
-    _check_fields(message, required=True)
+    message breaks a field rule or (unless `complete` is False: a format-error answer to an
+    incomplete request) lacks a field its MTI requires."""
+    _check_fields(message, required=complete)
     try:
         body, _ = iso8583.encode(dict(message), SPEC)
     except iso8583.EncodeError as exc:

@@ -285,20 +285,20 @@ class LegacyCore:
         self.by_mti[mti] = self.by_mti.get(mti, 0) + 1
         response_mti = p.RESPONSE_MTI.get(mti)
         if response_mti is None:  # an answer sent to us, or a type we do not serve
-            return self._answer(request, p.RESPONSE_MTI[p.ECHO_REQUEST], p.INVALID_TRANSACTION)
+            return self.answer(request, p.RESPONSE_MTI[p.ECHO_REQUEST], p.INVALID_TRANSACTION)
         if p.missing_fields(request):
             self.counters["format_errors"] += 1
-            return self._answer(request, response_mti, p.FORMAT_ERROR)
+            return self.answer(request, response_mti, p.FORMAT_ERROR)
         if mti == p.ECHO_REQUEST:
             code = p.APPROVED if request["70"] == p.NETWORK_ECHO else p.INVALID_TRANSACTION
-            return self._answer(request, response_mti, code)
+            return self.answer(request, response_mti, code)
         if mti == p.BALANCE_REQUEST:
             return self._balance(request, response_mti)
         if mti == p.FINANCIAL_REQUEST:
             return self._financial(request, response_mti)
         return self._reversal(request, response_mti)
 
-    def _answer(
+    def answer(
         self, request: dict[str, str], mti: str, code: str, account: dict[str, Any] | None = None, **extra: str
     ) -> dict[str, str]:
         echoed = ("3", "4", "7", "11", "12", "13", "37", "41", "49", "70", "90", "102")
@@ -317,11 +317,11 @@ class LegacyCore:
 
     def _balance(self, request: dict[str, str], mti: str) -> dict[str, str]:
         if not request["3"].startswith("31"):
-            return self._answer(request, mti, p.INVALID_TRANSACTION)
+            return self.answer(request, mti, p.INVALID_TRANSACTION)
         account = self.accounts.get(request["102"])
         if account is None or account["status"] == CLOSED:
-            return self._answer(request, mti, p.INVALID_ACCOUNT)
-        return self._answer(request, mti, p.APPROVED, account)
+            return self.answer(request, mti, p.INVALID_ACCOUNT)
+        return self.answer(request, mti, p.APPROVED, account)
 
     def _financial(self, request: dict[str, str], mti: str) -> dict[str, str]:
         rrn, number, code_3 = request["37"], request["102"], request["3"]
@@ -336,9 +336,9 @@ class LegacyCore:
                 request["49"],
             )
             if not same:
-                return self._answer(request, mti, p.DUPLICATE_TRANSMISSION)
+                return self.answer(request, mti, p.DUPLICATE_TRANSMISSION)
             extra = {"38": prior["approval_code"]} if prior["approval_code"] else {}
-            return self._answer(request, mti, prior["response_code"], self.accounts.get(number), **extra)
+            return self.answer(request, mti, prior["response_code"], self.accounts.get(number), **extra)
 
         account = self.accounts.get(number)
         if rrn in self.reversals:
@@ -373,21 +373,21 @@ class LegacyCore:
         }
         self._record(record)
         extra = {"38": approval_code} if approved else {}
-        return self._answer(request, mti, code, self.accounts.get(number), **extra)
+        return self.answer(request, mti, code, self.accounts.get(number), **extra)
 
     def _reversal(self, request: dict[str, str], mti: str) -> dict[str, str]:
         rrn = request["37"]
         prior = self.reversals.get(rrn)
         if prior is not None:
             self.counters["duplicates"] += 1
-            return self._answer(request, mti, prior["response_code"])
+            return self.answer(request, mti, prior["response_code"])
         try:
             original_mti, original_stan, _ = p.parse_original_data_elements(request["90"])
         except p.ProtocolError:
             self.counters["format_errors"] += 1
-            return self._answer(request, mti, p.FORMAT_ERROR)
+            return self.answer(request, mti, p.FORMAT_ERROR)
         if original_mti != p.FINANCIAL_REQUEST:
-            return self._answer(request, mti, p.INVALID_TRANSACTION)
+            return self.answer(request, mti, p.INVALID_TRANSACTION)
         base = {
             "type": "reversal",
             "rrn": rrn,
@@ -403,12 +403,12 @@ class LegacyCore:
         if original is None:
             # Remembered, so the original is declined if it arrives after all (see docstring).
             self._record({**base, "response_code": p.ORIGINAL_NOT_FOUND, "applied": False, "original_seen": False})
-            return self._answer(request, mti, p.ORIGINAL_NOT_FOUND)
+            return self.answer(request, mti, p.ORIGINAL_NOT_FOUND)
         keys = ("account_number", "amount", "currency_numeric", "processing_code")
         if any(original[k] != base[k] for k in keys):
-            return self._answer(request, mti, p.INVALID_TRANSACTION)
+            return self.answer(request, mti, p.INVALID_TRANSACTION)
         self._record({**base, "response_code": p.APPROVED, "applied": original["applied"], "original_seen": True})
-        return self._answer(request, mti, p.APPROVED, self.accounts.get(request["102"]))
+        return self.answer(request, mti, p.APPROVED, self.accounts.get(request["102"]))
 
     # --- control views ---------------------------------------------------------------------
 
@@ -509,7 +509,13 @@ class LegacyCoreServer:
         if faults.slow_next > 0:
             faults.slow_next -= 1
             await asyncio.sleep(faults.slow_seconds)
-        response = self.core.handle(request)
+        try:
+            response = self.core.handle(request)
+        except Exception:
+            # Maybe after its journal record: no answer (outcome unknown) rather than a wrong one.
+            logger.exception("legacy core: %s stan=%s failed, closing", request["t"], request.get("11"))
+            writer.transport.abort()
+            return
         logger.info(
             "legacy core: %s stan=%s rrn=%s account=%s amount=%s -> %s %s (%.1f ms)",
             request["t"],
@@ -526,7 +532,8 @@ class LegacyCoreServer:
             delay += faults.approve_after_timeout
         if delay > 0:
             await asyncio.sleep(delay)
-        await self._write(writer, p.encode(response))
+        # A format-error answer echoes what the request had, which may be incomplete.
+        await self._write(writer, p.encode(response, complete=response["39"] != p.FORMAT_ERROR))
 
     async def _write(self, writer: asyncio.StreamWriter, frame: bytes) -> None:
         if writer.is_closing():
