@@ -90,7 +90,8 @@ def main() -> None:
                 for kind in ("balance", "debit"):
                     rate, p50, p99 = run_point(client, core, kind, callers, args.seconds)
                     rows.append((kind, callers, rate, p50, p99))
-                    print(f"{kind:8} {callers:3} callers  {rate:8.0f}/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms", flush=True)
+                    line = f"{kind:8} {callers:3} callers  {rate:8.0f}/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+                    print(line, flush=True)
             finally:
                 client.close()
         print()

@@ -241,6 +241,19 @@ def test_the_circuit_opens_after_failures_and_a_probe_closes_it(legacy_core, mak
     assert circuits.states()["legacy_core"] == "closed" and gauge() == 0
 
 
+@pytest.mark.django_db
+def test_readyz_shows_the_legacy_circuit_and_stays_ready(client, legacy_core, make_legacy_client):
+    assert client.get("/readyz").json()["circuits"]["legacy_core"] == "closed"
+    legacy_breaker.fail_max = 1
+    legacy_core.faults(down=True)
+    with pytest.raises(LegacyUnavailable):
+        make_legacy_client(legacy_core.address, attempts=1).echo()
+
+    response = client.get("/readyz")
+    assert response.status_code == 200  # an open circuit only holds back legacy operations
+    assert response.json()["circuits"]["legacy_core"] == "open"
+
+
 def test_a_half_open_circuit_lets_one_probe_through(legacy_core, make_legacy_client):
     legacy_breaker.fail_max, legacy_breaker.reset_timeout = 1, 0.3
     client = make_legacy_client(legacy_core.address, attempts=1)
