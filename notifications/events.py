@@ -30,6 +30,9 @@ class Event(StrEnum):
     INCIDENT_RESOLVED = "incident_resolved"
     MAINTENANCE_SCHEDULED = "maintenance_scheduled"
     PRODUCT_NEWS = "product_news"
+    PAYMENT_SETTLED = "payment_settled"
+    PAYMENT_REJECTED = "payment_rejected"
+    PAYMENT_RECEIVED = "payment_received"
 
 
 # Security alerts: always delivered, preferences cannot turn them off.
@@ -76,4 +79,7 @@ DEFAULT_CHANNELS: dict[Event, tuple[str, ...]] = {
     Event.INCIDENT_RESOLVED: ("email", "sms"),
     Event.MAINTENANCE_SCHEDULED: ("email", "push"),
     Event.PRODUCT_NEWS: ("email", "push"),
+    Event.PAYMENT_SETTLED: ("push",),
+    Event.PAYMENT_REJECTED: ("push", "email"),
+    Event.PAYMENT_RECEIVED: ("push",),
 }

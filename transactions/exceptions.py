@@ -64,3 +64,20 @@ class UnknownDestination(BankError):
 
 class LedgerUnbalanced(Exception):
     """A programming error: legs that do not sum to zero per currency. Never reaches a client as 4xx."""
+
+
+class PaymentNotCancellable(BusinessRuleViolation):
+    code = "payment_not_cancellable"
+    default_message = "The payment has left the bank already and can no longer be cancelled."
+
+
+class PaymentNotFound(NotFound):
+    default_message = "No such payment."
+
+
+class InvalidPayment(BankError):
+    """400 with per-field details: a creditor or date the gateway would refuse."""
+
+    status_code = 400
+    code = "invalid_request"
+    default_message = "The payment is invalid."
