@@ -13,6 +13,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from bankcore import circuits
+
 CHECK_TIMEOUT_SECONDS = 2
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,12 @@ CHECKS: dict[str, Callable[[], None]] = {
 def readyz(request: HttpRequest) -> JsonResponse:
     """200 when the database, cache and Celery broker answer; 503 naming what is down.
 
+    `circuits` lists each circuit breaker to another system (bankcore.circuits) as closed,
+    half-open or open. An open circuit does NOT make this probe fail: the web still serves
+    everything else, and the circuit only holds back the work that needs that system (e.g.
+    settlement with the payment gateway); taking the pod out of the load balancer would not
+    help. Breakers are per process, so this is the answering process's view.
+
     The probe is public, so the answer says only which check is up or down; why (exception
     text naming hosts, users, ports) goes to the log, once per failing check.
     """
@@ -75,6 +83,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         results[name]["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
     down = sorted(name for name, result in results.items() if result["status"] != "ok")
     body: dict[str, object] = {"status": "ok" if not down else "unavailable", "checks": results}
+    body["circuits"] = circuits.states()
     if down:
         body["down"] = down
     return JsonResponse(body, status=200 if not down else 503)

@@ -366,6 +366,23 @@ BANK_CODE = env.str("BANK_CODE", default="37040044")
 SUPPORT_PHONE = env.str("SUPPORT_PHONE", default="+49 30 1234 5678")
 BRANCH_HOURS = env.str("BRANCH_HOURS", default="Mon-Fri 09:00-17:00")
 
+# --- Payment gateway (ISO 20022 over HTTP; integrations/gateway) ---------------------
+# Base URL of the gateway; "" = not configured (payments to other banks stay pending).
+PAYMENT_GATEWAY_URL = env.str("PAYMENT_GATEWAY_URL", default="")
+# Shared secret of the incoming-credit webhooks' X-Signature; several, comma-separated, while
+# rotating. "" refuses every webhook.
+GATEWAY_WEBHOOK_SECRET = env.str("GATEWAY_WEBHOOK_SECRET", default="")
+# Connect and read timeout of every call to the gateway, in seconds.
+PAYMENT_GATEWAY_TIMEOUT = env.float("PAYMENT_GATEWAY_TIMEOUT", default=10.0)
+# Consecutive failed calls that open the circuit, and how long it stays open before one probe.
+PAYMENT_GATEWAY_BREAKER_FAILURES = env.int("PAYMENT_GATEWAY_BREAKER_FAILURES", default=5)
+PAYMENT_GATEWAY_BREAKER_RESET_SECONDS = env.float("PAYMENT_GATEWAY_BREAKER_RESET_SECONDS", default=30.0)
+# The bank's own settlement account at the gateway: the debtor of every pain.001 we send.
+# The defaults are a well-known example IBAN/BIC, fine for development and the simulator only.
+SETTLEMENT_DEBTOR_NAME = env.str("SETTLEMENT_DEBTOR_NAME", default=BANK_NAME)
+SETTLEMENT_DEBTOR_IBAN = env.str("SETTLEMENT_DEBTOR_IBAN", default="DE89370400440532013000")
+SETTLEMENT_DEBTOR_BIC = env.str("SETTLEMENT_DEBTOR_BIC", default="COBADEFFXXX")
+
 # --- Security -----------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
