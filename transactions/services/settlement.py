@@ -27,12 +27,13 @@ other accounts, in pk order, in one statement.
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -60,12 +61,11 @@ from integrations.gateway.messages import (
     TransactionStatus,
 )
 from notifications.events import Event
-from transactions.lock_objects import bank_accounts_for_update, customers_for_update
+from transactions.lock_objects import bank_accounts_for_update
 from transactions.models import Payment, PaymentEvent, SettlementBatch
-from transactions.services.holds import HoldNotActive, hold_capture, hold_release
-from transactions.services.limits import limit_usage_record
+from transactions.services.holds import hold_capture
 from transactions.services.notices import notice, notices_queue
-from transactions.services.payments import payment_record_status
+from transactions.services.payments import payment_record_status, payment_release
 from transactions.services.transfers import mask_iban
 
 logger = logging.getLogger(__name__)
@@ -81,15 +81,18 @@ REFUSED_BACKOFF_MAX = timedelta(hours=6)
 # --- the gateway and the bank's own account at it ----------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _client(base_url: str, timeout: float) -> GatewayClient:
-    # One per process and URL: the client keeps its circuit breaker and connection pool.
-    return GatewayClient(base_url, timeout=timeout)
+_clients = threading.local()
 
 
 def gateway_client() -> GatewayClient:
-    """This process's client for settings.PAYMENT_GATEWAY_URL."""
-    return _client(settings.PAYMENT_GATEWAY_URL, float(settings.SETTLEMENT_GATEWAY_TIMEOUT))
+    """This thread's client for settings.PAYMENT_GATEWAY_URL (a client's HTTP session is not
+    shared across threads; the circuit breaker is one per process whatever the client)."""
+    url = settings.PAYMENT_GATEWAY_URL
+    client: GatewayClient | None = getattr(_clients, "client", None)
+    if client is None or client.base_url != url.rstrip("/"):
+        client = GatewayClient.from_settings()
+        _clients.client = client
+    return client
 
 
 def settlement_debtor() -> Party:
@@ -452,7 +455,9 @@ def settlement_apply_report(*, batch_id: UUID, now: datetime | None = None) -> R
         )
         return ReportResult(ReportOutcome.NOT_READY)
     if report.original_message_id != batch.message_id:
-        raise InvalidMessage(f"report {report.message_id} is about {report.original_message_id}, not {batch.message_id}")
+        raise InvalidMessage(
+            f"report {report.message_id} is about {report.original_message_id}, not {batch.message_id}"
+        )
     SettlementBatch.objects.filter(pk=batch_id).update(status_report=report.xml.decode("utf-8"))
 
     verdicts = {status.end_to_end_id: status for status in report.transactions}
@@ -467,7 +472,7 @@ def settlement_apply_report(*, batch_id: UUID, now: datetime | None = None) -> R
     chunk = settings.SETTLEMENT_APPLY_CHUNK
     for start in range(0, len(final), chunk):
         ids = final[start : start + chunk]
-        settled, rejected = atomic_with_retry(lambda ids=ids: _apply_chunk(ids, decided, moment))
+        settled, rejected = atomic_with_retry(functools.partial(_apply_chunk, ids, decided, moment))
         result.settled += settled
         result.rejected += rejected
     if _complete_if_done(batch_id, moment):
@@ -503,18 +508,18 @@ def _complete_if_done(batch_id: UUID, now: datetime) -> bool:
     return True
 
 
-@lru_cache(maxsize=16)
 def _clearing_account_id(currency: str) -> UUID:
-    # The internal account never changes its id once created: cached per process.
     return internal_account(purpose="settlement_clearing", currency=currency).pk  # type: ignore[no-any-return]
 
 
 def _apply_chunk(ids: list[UUID], decided: dict[UUID, TransactionStatus], now: datetime) -> tuple[int, int]:
     """Settle or reject the payments `ids` (call inside one transaction). Returns (settled, rejected).
 
-    Locks, in the global order: the payment rows (only those still `submitted`), the customers
-    of the rejected ones (their limit usage is given back), then every account involved - the
-    payers and the clearing accounts - in pk order, in one statement.
+    Locks, in the global order: the payment rows (only those still `submitted`; payment_cancel
+    too locks the payment row before anything else), then every account involved - the payers
+    and the clearing accounts - in pk order, in one statement, so the per-payment captures and
+    releases below only re-take locks this transaction holds; the audit chain head (a
+    rejection's audit record) comes last.
     """
     payments = list(
         Payment.objects.select_for_update(of=("self",))
@@ -524,9 +529,6 @@ def _apply_chunk(ids: list[UUID], decided: dict[UUID, TransactionStatus], now: d
     )
     if not payments:
         return 0, 0
-    rejecting = [payment for payment in payments if decided[payment.pk].rejected]
-    if rejecting:
-        customers_for_update(payment.customer_id for payment in rejecting)
     clearing = {currency: _clearing_account_id(currency) for currency in {payment.currency for payment in payments}}
     bank_accounts_for_update([*(payment.source_account_id for payment in payments), *clearing.values()])
     settled = rejected = 0
@@ -537,7 +539,7 @@ def _apply_chunk(ids: list[UUID], decided: dict[UUID, TransactionStatus], now: d
             _settle_locked(payment, clearing_account_id=clearing[payment.currency], now=now)
             settled += 1
         else:
-            rejection_notices.append(_reject_locked(payment, reason_code=verdict.reason_code or "NARR", now=now))
+            rejection_notices.append(_reject_locked(payment, reason_code=verdict.reason_code or "NARR"))
             rejected += 1
     notices_queue(journal=None, notices=rejection_notices)
     return settled, rejected
@@ -569,24 +571,34 @@ def _settle_locked(payment: Payment, *, clearing_account_id: UUID, now: datetime
         reference=payment.end_to_end_id,
         notices=[_payment_notice(payment, Event.PAYMENT_SETTLED)],
     )
-    payment.transaction = journal
-    payment.save(update_fields=["transaction"])  # before the status: a settled payment has its posting
+    payment.transaction = journal  # saved with the status (a settled payment has its posting)
     payment_record_status(payment=payment, status=Payment.Status.SETTLED, at=now)
 
 
-def _reject_locked(payment: Payment, *, reason_code: str, now: datetime) -> dict[str, Any]:
-    """Release the hold, give the limit usage back and mark the payment rejected; returns the
-    customer's alert to queue. Call with the payment row, its customer and account locked."""
-    try:
-        hold_release(hold=payment.hold)
-    except HoldNotActive:
-        # Only a hand-edited database gets here (an open payment's hold is active: verify_ledger).
-        logger.error("payment %s: its hold had ended already", payment.pk)
-        raise
-    # Given back in the minute it was counted, so the rolling window sees it vanish, not go negative.
-    limit_usage_record(user_id=payment.customer_id, currency=payment.currency, at=payment.created_at, amount=-payment.amount)
-    payment_record_status(payment=payment, status=Payment.Status.REJECTED, reason_code=reason_code[:8], at=now)
-    return _payment_notice(payment, Event.PAYMENT_REJECTED, reason_code=reason_code)
+# What the customer reads for the reason codes a gateway gives most (ISO 20022 ExternalStatusReason1Code).
+REASON_TEXT = {
+    "AC01": "the account number is incorrect",
+    "AC04": "the account is closed",
+    "AC06": "the account is blocked",
+    "AG01": "the receiving bank does not accept this transaction",
+    "AM03": "the currency is not accepted",
+    "BE04": "the creditor's address is missing",
+    "FF01": "the payment data could not be sent",
+    "MS02": "the receiving bank refused it",
+    "MS03": "the receiving bank refused it",
+    "RC01": "the bank code (BIC) is incorrect",
+}
+
+
+def _reject_locked(payment: Payment, *, reason_code: str) -> dict[str, Any]:
+    """Release the hold, give the limit usage back (payments.payment_release) and mark the payment
+    rejected with `reason_code`; returns the customer's alert to queue. Call with the payment row
+    locked and `submitted` or `pending`."""
+    reason_code = reason_code[:8]
+    payment_release(payment=payment, status=Payment.Status.REJECTED, reason_code=reason_code)
+    return _payment_notice(
+        payment, Event.PAYMENT_REJECTED, reason_code=reason_code, reason=REASON_TEXT.get(reason_code, "")
+    )
 
 
 def payment_reject(*, payment_id: UUID, reason_code: str, from_status: str) -> bool:
@@ -602,9 +614,7 @@ def payment_reject(*, payment_id: UUID, reason_code: str, from_status: str) -> b
         )
         if payment is None:
             return False
-        customers_for_update([payment.customer_id])
-        bank_accounts_for_update([payment.source_account_id])
-        notices_queue(journal=None, notices=[_reject_locked(payment, reason_code=reason_code, now=timezone.now())])
+        notices_queue(journal=None, notices=[_reject_locked(payment, reason_code=reason_code)])
         return True
 
     return atomic_with_retry(work)
@@ -616,9 +626,7 @@ def payment_reject(*, payment_id: UUID, reason_code: str, from_status: str) -> b
 def cutoff_schedule() -> crontab:
     """settings.SETTLEMENT_CUTOFF ("minute hour day-of-month month day-of-week", cron order)."""
     minute, hour, day_of_month, month, day_of_week = settings.SETTLEMENT_CUTOFF.split()
-    return crontab(
-        minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month, day_of_week=day_of_week
-    )
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month, day_of_week=day_of_week)
 
 
 def last_cutoff(now: datetime) -> datetime | None:
