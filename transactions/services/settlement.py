@@ -87,11 +87,11 @@ _clients = threading.local()
 def gateway_client() -> GatewayClient:
     """This thread's client for settings.PAYMENT_GATEWAY_URL (a client's HTTP session is not
     shared across threads; the circuit breaker is one per process whatever the client)."""
-    url = settings.PAYMENT_GATEWAY_URL
-    client: GatewayClient | None = getattr(_clients, "client", None)
-    if client is None or client.base_url != url.rstrip("/"):
-        client = GatewayClient.from_settings()
-        _clients.client = client
+    key = (settings.PAYMENT_GATEWAY_URL, settings.PAYMENT_GATEWAY_TIMEOUT)
+    if getattr(_clients, "key", None) != key:
+        _clients.client = GatewayClient.from_settings()
+        _clients.key = key
+    client: GatewayClient = _clients.client
     return client
 
 
