@@ -27,10 +27,11 @@ other accounts, in pk order, in one statement.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -44,6 +45,8 @@ from django.db import connection, transaction
 from django.db.models import Count, DateTimeField, F, Q, QuerySet
 from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
 
 from accounts.services.bank_accounts import internal_account
 from bankcore.db.retry import atomic_with_retry
@@ -749,3 +752,34 @@ def open_payments_by_status() -> dict[str, int]:
         .values_list("status", "count")
     )
     return {str(status): int(counts.get(status, 0)) for status in Payment.OPEN_STATUSES}
+
+
+class OpenPaymentsCollector:
+    """Prometheus gauge `bankcore_payments_open{status}`: open payments per status, counted at
+    scrape time from the database (so every web process reports the same, current figure)."""
+
+    NAME = "bankcore_payments_open"
+    HELP = "Payments to other banks not yet settled, rejected or cancelled, by status."
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.NAME, self.HELP, labels=["status"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = open_payments_by_status()
+        except Exception:  # a scrape must not fail because the database is away; the gauge is absent
+            logger.warning("open payments gauge: database not readable", exc_info=True)
+            return
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["status"])
+        for status, count in counts.items():
+            family.add_metric([status], count)
+        yield family
+
+
+_collector = OpenPaymentsCollector()
+
+
+def register_open_payments_gauge() -> None:
+    """Expose the gauge in this process's default registry (idempotent; AppConfig.ready)."""
+    with contextlib.suppress(ValueError):  # registered already
+        REGISTRY.register(_collector)

@@ -307,3 +307,14 @@ def test_batching_and_cancelling_never_both_win(gateway):
     assert sum(SettlementBatch.objects.values_list("payment_count", flat=True)) == batched
     assert LimitUsage.objects.filter(user=customer).exists()
     assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+def test_open_payments_are_a_prometheus_gauge_by_status(customer):
+    from prometheus_client import REGISTRY
+
+    account = open_account(customer, balance=10_000)
+    _pay(customer, account, 100)
+    _pay(customer, account, 200)
+    assert REGISTRY.get_sample_value("bankcore_payments_open", {"status": "pending"}) == 2
+    assert REGISTRY.get_sample_value("bankcore_payments_open", {"status": "submitted"}) == 0
