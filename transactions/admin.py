@@ -20,6 +20,7 @@ from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline, ask_reason, staff_acti
 from bankcore.api.exceptions import BankError
 from bankcore.money import format_amount
 from bankcore.permissions import has_staff_permission
+from integrations.gateway.iso20022 import pretty
 from transactions.models import (
     AdjustmentRequest,
     Beneficiary,
@@ -356,11 +357,11 @@ class SettlementBatchAdmin(ReadOnlyAdmin):
 
     @admin.display(description="pain.001 (as sent)")
     def pain001(self, batch: SettlementBatch) -> str:
-        return format_html("<pre>{}</pre>", batch.xml)  # escaped: shown as text, never markup
+        return format_html("<pre>{}</pre>", pretty(batch.xml))  # escaped: shown as text, never markup
 
     @admin.display(description="pain.002 (as received)")
     def pain002(self, batch: SettlementBatch) -> str:
-        return format_html("<pre>{}</pre>", batch.status_report) if batch.status_report else "—"
+        return format_html("<pre>{}</pre>", pretty(batch.status_report)) if batch.status_report else "—"
 
 
 @staff_action(

@@ -68,7 +68,7 @@ class LedgerUnbalanced(Exception):
 
 class PaymentNotCancellable(BusinessRuleViolation):
     code = "payment_not_cancellable"
-    default_message = "The payment has left the bank already and can no longer be cancelled."
+    default_message = "Only a pending payment can be cancelled; this one has left the bank or ended."
 
 
 class PaymentNotFound(NotFound):

@@ -89,6 +89,17 @@ def validate(xml: bytes, name: str) -> ET.Element:
     return root  # type: ignore[no-any-return]
 
 
+def pretty(xml: bytes | str) -> str:
+    """`xml` indented for people (the admin); parsed defused. Unreadable input comes back as it is."""
+    data = xml.encode() if isinstance(xml, str) else xml
+    try:
+        root = xmlschema.XMLResource(io.BytesIO(data), defuse="always", allow="none").root
+    except Exception:  # noqa: BLE001 - shown as stored when it cannot be parsed
+        return data.decode(errors="replace")
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
 # --- small helpers ----------------------------------------------------------------------------
 
 
