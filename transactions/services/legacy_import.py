@@ -46,7 +46,7 @@ from integrations.legacy.export import (
     HASH_MODULUS,
 )
 from transactions.lock_objects import bank_accounts_for_update
-from transactions.models import Entry, Transaction
+from transactions.models import Transaction
 from transactions.services.ledger import Leg, Posting, posting_prepare
 
 # phase ("verifying" | "importing"), bytes read, bytes in the file
@@ -467,22 +467,44 @@ def _post_openings(funded: list[tuple[AccountRecord, BankAccount]], report: Impo
 def _postings_write(postings: list[Posting], now: datetime) -> None:
     """Journal rows, entries (in posting order, so each account's balance_after follows its
     (created_at, id) order) and the accounts' final balances."""
-    Transaction.objects.bulk_create([posting.journal for posting in postings], batch_size=2000)
-    Entry.objects.bulk_create(
-        [
-            Entry(
-                transaction_id=posting.journal.pk,
-                account_id=line.account_id,
-                amount=line.amount,
-                currency=posting.journal.currency,
-                balance_after=line.balance_after,
-                created_at=now,
-            )
-            for posting in postings
-            for line in posting.entries
-        ],
-        batch_size=4000,
-    )
+    journals = [posting.journal for posting in postings]
+    entries = [(posting.journal, line) for posting in postings for line in posting.entries]
+    with connection.cursor() as cursor:
+        # Column arrays through unnest(): one statement per table, no per-row SQL to build.
+        cursor.execute(
+            "INSERT INTO transactions_transaction (id, kind, status, reference, description, source_account_id,"
+            " destination_account_id, amount, currency, created_at, posted_at)"
+            " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
+            " %s::uuid[], %s::bigint[], %s::text[], %s::timestamptz[], %s::timestamptz[])",
+            [
+                [str(j.pk) for j in journals],
+                [j.kind for j in journals],
+                [j.status for j in journals],
+                [j.reference for j in journals],
+                [j.description for j in journals],
+                [str(j.source_account_id) for j in journals],
+                [str(j.destination_account_id) for j in journals],
+                [j.amount for j in journals],
+                [j.currency for j in journals],
+                [j.created_at for j in journals],
+                [j.posted_at for j in journals],
+            ],
+        )
+        # WITH ORDINALITY + ORDER BY: ids follow posting order, so balance_after follows (created_at, id).
+        cursor.execute(
+            "INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)"
+            " SELECT e.transaction_id, e.account_id, e.amount, e.currency, e.balance_after, %s"
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::bigint[])"
+            " WITH ORDINALITY AS e(transaction_id, account_id, amount, currency, balance_after, n) ORDER BY e.n",
+            [
+                now,
+                [str(journal.pk) for journal, _ in entries],
+                [str(line.account_id) for _, line in entries],
+                [line.amount for _, line in entries],
+                [journal.currency for journal, _ in entries],
+                [line.balance_after for _, line in entries],
+            ],
+        )
     balances: dict[UUID, int] = {}
     for posting in postings:
         balances.update(posting.balances)
