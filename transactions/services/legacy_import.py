@@ -37,13 +37,17 @@ from accounts.models import BankAccount, LegacyAccount, LegacyCustomer, User
 from accounts.services.bank_accounts import internal_account
 from bankcore.audit import audit_record
 from integrations.legacy.export import (
+    HASH_MODULUS,
     ExportHeader,
     ExportReader,
     ExportTrailer,
-    LegacyAccount as AccountRecord,
-    LegacyCustomer as CustomerRecord,
     RejectedLine,
-    HASH_MODULUS,
+)
+from integrations.legacy.export import (
+    LegacyAccount as AccountRecord,
+)
+from integrations.legacy.export import (
+    LegacyCustomer as CustomerRecord,
 )
 from transactions.lock_objects import bank_accounts_for_update
 from transactions.models import Transaction
@@ -169,7 +173,7 @@ def _audit_details(report: ImportReport) -> dict[str, Any]:
     return details
 
 
-class _import_lock:  # noqa: N801 - used as a context manager
+class _import_lock:
     def __enter__(self) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", list(_IMPORT_LOCK))
@@ -328,7 +332,9 @@ def _chunk_write(chunk: list[Block], report: ImportReport, conflicts: list[tuple
                                   customer.record))  # fmt: skip
             continue
         if customer.email in taken_emails:
-            conflicts.append((customer.line_number, f"e-mail {customer.email} belongs to another user", customer.record))
+            conflicts.append(
+                (customer.line_number, f"e-mail {customer.email} belongs to another user", customer.record)
+            )
             refused[customer.number] = customer.line_number
             continue
         taken_emails.add(customer.email)
@@ -381,12 +387,15 @@ def _chunk_write(chunk: list[Block], report: ImportReport, conflicts: list[tuple
                 conflicts.append((account.line_number, reason, account.record))
                 continue
             if account.iban in taken_ibans:
-                conflicts.append((account.line_number, f"IBAN {account.iban} belongs to another account", account.record))
+                conflicts.append(
+                    (account.line_number, f"IBAN {account.iban} belongs to another account", account.record)
+                )
                 continue
             taken_ibans.add(account.iban)
             kind = BankAccount.Kind(account.kind)
+            owner_id = owners[account.customer_number]
             bank_account = BankAccount(
-                owner_id=owners[account.customer_number],
+                owner_id=owner_id,
                 kind=kind,
                 currency=account.currency,
                 status=BankAccount.Status(account.status),
@@ -399,7 +408,7 @@ def _chunk_write(chunk: list[Block], report: ImportReport, conflicts: list[tuple
                 LegacyAccount(
                     number=account.number,
                     account_id=bank_account.pk,
-                    owner_id=bank_account.owner_id,
+                    owner_id=owner_id,
                     customer_id=account.customer_number,
                     opening_balance=account.balance,
                     fingerprint=account.fingerprint,

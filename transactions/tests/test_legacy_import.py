@@ -55,7 +55,7 @@ def test_import_of_100k_records_with_planted_bad_lines_then_a_rerun_imports_noth
     started = time.monotonic()
     out, _ = run_import(export, rejects, no_progress=True)
     elapsed = time.monotonic() - started
-    print(f"imported {truth.records} records in {elapsed:.1f} s")  # noqa: T201 - the figure the issue asks for
+    print(f"imported {truth.records} records in {elapsed:.1f} s")
 
     # Every good record in.
     assert LegacyCustomer.objects.count() == truth.customers
@@ -70,7 +70,9 @@ def test_import_of_100k_records_with_planted_bad_lines_then_a_rerun_imports_noth
     assert {kind for kind, _ in rejected.values()} == {"malformed"}
     # Totals proven: the openings sum to the file's totals, the migration account holds the other side.
     customer_entries = Entry.objects.filter(account__owner__isnull=False)
-    posted = dict(customer_entries.values_list("currency").annotate(total=Sum("amount")).values_list("currency", "total"))
+    posted = dict(
+        customer_entries.values_list("currency").annotate(total=Sum("amount")).values_list("currency", "total")
+    )
     assert posted == {currency: total for currency, total in truth.totals.items() if total}
     assert migration_balances() == {currency: -total for currency, total in truth.totals.items()}
     assert sum(truth.totals.values()) == truth.control_total
@@ -179,7 +181,9 @@ def test_a_customer_whose_email_another_user_has_is_a_conflict_with_its_accounts
     run_import(export, rejects)
     rejected = rejected_lines(rejects)
     assert rejected[2] == ("conflict", f"e-mail {email} belongs to another user")
-    following = [n for n in range(3, len(lines) + 1) if lines[n - 1].startswith("A") and lines[n - 1][13:23] == lines[1][1:11]]
+    following = [
+        n for n in range(3, len(lines) + 1) if lines[n - 1].startswith("A") and lines[n - 1][13:23] == lines[1][1:11]
+    ]
     assert following and all(rejected[n][0] == "conflict" for n in following)
     assert LegacyCustomer.objects.count() == 9
     assert ledger_verify().ok

@@ -96,9 +96,7 @@ class Command(BaseCommand):
         for currency, total in sorted(report.openings.items()):
             write(f"  opening total {currency}: {format_amount(total, currency)}")
         if report.conflicts:
-            self.stderr.write(
-                self.style.WARNING(f"conflicts (not applied): {report.conflicts}; see the reject file")
-            )
+            self.stderr.write(self.style.WARNING(f"conflicts (not applied): {report.conflicts}; see the reject file"))
         if report.rejected or report.conflicts:
             write(f"reject file: {rejects}")
         rate = (report.valid_customers + report.valid_accounts) / report.seconds if report.seconds else 0.0
