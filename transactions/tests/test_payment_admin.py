@@ -107,7 +107,9 @@ def test_staff_with_the_view_permissions_see_payments_batches_credits_and_runs(o
     assert b"<script>" not in detail.content
     batch = client.get(f"/admin/transactions/settlementbatch/{settled.batch_id}/change/")
     assert batch.status_code == 200
-    assert b"<pre>&lt;?xml" in batch.content and b"pain.001.001.03" in batch.content
+    # The pain.001 as text (escaped, indented one element per line), never as markup.
+    assert b"<pre>&lt;" in batch.content and b"pain.001.001.03" in batch.content
+    assert b"\n  &lt;" in batch.content
     tasks = client.get("/admin/transactions/incomingcredit/")
     assert tasks.status_code == 200 and credit.notification_id.encode() in tasks.content
     assert client.get("/admin/transactions/reconciliationrun/").status_code == 200
