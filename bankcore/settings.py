@@ -96,6 +96,9 @@ MIDDLEWARE = [
     # request skips the session, auth and CSRF work below, but after the security headers.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    # Maintenance mode: /api/ writes answer 503 before sessions, auth or a view do any work;
+    # after CORS so a browser client can read the 503, after the request id so it carries one.
+    "bankcore.api.maintenance.MaintenanceMiddleware",
     # Sessions, session user, OTP and messages serve the admin's pages; /api/ (bearer JWT)
     # skips them (bankcore/api/middleware.py). CSRF stays as is: `check --deploy` looks for it.
     "bankcore.api.middleware.BrowserSessionMiddleware",
