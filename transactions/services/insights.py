@@ -95,68 +95,114 @@ _KEY = """CASE
     ELSE ''
 END"""
 
-_RULES = f"""
-rules AS MATERIALIZED (
-    SELECT id, field, direction, category, priority,
-           ' ' || btrim(lower(regexp_replace(pattern, '[^[:alnum:]]+', ' ', 'g'))) || ' ' AS words
-    FROM transactions_categoryrule WHERE active
-),
-chosen AS (
-    SELECT s.*, {_KEY} AS counterparty_key
-    FROM scope s
+# The customer's own choices joined in: `taught` has the scope's columns, counterparty_key and
+# customer_category (their choice for the entry, else what they taught for its counterparty).
+_TAUGHT = f"""
+keyed AS (
+    SELECT s.*, {_KEY} AS counterparty_key FROM scope s
 ),
 taught AS (
-    SELECT c.*, coalesce(ec.category, cc.category) AS customer_category
-    FROM chosen c
+    SELECT k.*, coalesce(ec.category, cc.category) AS customer_category
+    FROM keyed k
     LEFT JOIN (
         SELECT entry_id, category FROM transactions_entrycategory WHERE customer_id = %(customer)s
-    ) ec ON ec.entry_id = c.id
+    ) ec ON ec.entry_id = k.id
     LEFT JOIN (
         SELECT counterparty_key, category, effective_from
         FROM transactions_counterpartycategory WHERE customer_id = %(customer)s
-    ) cc ON cc.counterparty_key = c.counterparty_key AND c.created_at >= cc.effective_from
+    ) cc ON cc.counterparty_key = k.counterparty_key AND k.created_at >= cc.effective_from
 )"""  # noqa: S608 - fixed fragments; every value is a bound parameter
 
-# Applied to `g` (one entry, or one group of entries that share every column used here).
-_CATEGORY = f"""coalesce(
-    g.customer_category,
-    CASE WHEN g.own_account THEN 'transfers' END,
-    (SELECT r.category FROM rules r
-     WHERE r.direction IN ('any', CASE WHEN g.amount < 0 THEN 'out' ELSE 'in' END)
-       AND r.words <> '  '
-       AND strpos(CASE r.field
-               WHEN 'description' THEN {_words("g.description")}
-               WHEN 'counterparty_name' THEN {_words("g.counterparty_name")}
-               WHEN 'counterparty_iban' THEN {_words("g.counterparty_iban")}
-               ELSE {_words("g.kind")}
-           END, r.words) > 0
-     ORDER BY r.priority DESC, r.id LIMIT 1),
-    'other'
+# Each (field, text) a rule may look at, per row of `worded`.
+_TEXTS = """CROSS JOIN LATERAL (VALUES
+    ('description', g.description_words), ('counterparty_name', g.counterparty_name_words),
+    ('counterparty_iban', g.counterparty_iban_words), ('kind', g.kind_words)
+) AS v(field, text)"""
+
+# A rule hit as text that sorts like (priority, -id): the greatest one is the rule that wins.
+_RANKED = (
+    "to_char(r.priority::bigint + 2147483648, 'FM0000000000')"
+    " || to_char(9223372036854775807 - r.id, 'FM0000000000000000000') || r.category"
+)
+_RANK_WIDTH = 29
+
+
+def _best_hit(field: str, column: str) -> str:
+    return f"(b.hits ->> ('{field}|' || g.direction || '|' || g.{column}))"
+
+
+def _categorised(source: str) -> str:
+    """CTEs giving every row of `source` (columns of `taught`, `amount` signed) its `category` in
+    `categorised`. Set-based and free of plan surprises: each distinct (field, text, direction) is
+    matched once against the rules of that field (strpos on whole words), its best rule goes into
+    one jsonb map, and each row looks its four texts up there (O(log n) each) - no per-row
+    subquery, no join whose row estimate could turn it quadratic."""
+    texts = ", ".join(
+        _best_hit(field, column)
+        for field, column in (
+            ("description", "description_words"),
+            ("counterparty_name", "counterparty_name_words"),
+            ("counterparty_iban", "counterparty_iban_words"),
+            ("kind", "kind_words"),
+        )
+    )
+    return f"""
+worded AS MATERIALIZED (
+    SELECT w.*, CASE WHEN w.amount < 0 THEN 'out' ELSE 'in' END AS direction,
+           {_words("w.description")} AS description_words,
+           {_words("w.counterparty_name")} AS counterparty_name_words,
+           {_words("w.counterparty_iban")} AS counterparty_iban_words,
+           {_words("w.kind")} AS kind_words
+    FROM {source} w
+),
+rules AS MATERIALIZED (
+    SELECT id, field, direction, category, priority, words FROM (
+        SELECT id, field, direction, category, priority,
+               ' ' || btrim(lower(regexp_replace(pattern, '[^[:alnum:]]+', ' ', 'g'))) || ' ' AS words
+        FROM transactions_categoryrule WHERE active
+    ) AS normalised WHERE words <> '  '
+),
+best AS MATERIALIZED (
+    SELECT coalesce(jsonb_object_agg(key, ranked), '{{}}'::jsonb) AS hits FROM (
+        SELECT t.field || '|' || t.direction || '|' || t.text AS key, max({_RANKED}) AS ranked
+        FROM (SELECT DISTINCT v.field, v.text, g.direction FROM worded g {_TEXTS}) AS t
+        JOIN rules r ON r.field = t.field AND r.direction IN ('any', t.direction) AND strpos(t.text, r.words) > 0
+        GROUP BY 1
+    ) AS ranked_hits
+),
+categorised AS (
+    SELECT g.*, coalesce(
+        g.customer_category,
+        CASE WHEN g.own_account THEN 'transfers' END,
+        substr(greatest({texts}), {_RANK_WIDTH + 1}),
+        'other'
+    ) AS category
+    FROM worded g CROSS JOIN best b
 )"""  # noqa: S608 - fixed fragments; every value is a bound parameter
+
 
 _ENTRY_CATEGORIES_SQL = f"""
-WITH scope AS ({_SCOPE.format(where="e.id = ANY(%(entries)s)")}), {_RULES}
-SELECT g.id, {_CATEGORY} AS category, g.counterparty_key FROM taught g
+WITH scope AS ({_SCOPE.format(where="e.id = ANY(%(entries)s::bigint[])")}), {_TAUGHT}, {_categorised("taught")}
+SELECT id, category, counterparty_key FROM categorised
 """  # noqa: S608 - fixed fragments; every value is a bound parameter
 
-# Money out of the customer's accounts in [since, until), two months at once: each group is one
-# (month, counterparty, description, kind, customer's choice), categorised once, then summed.
+# Money out of the customer's accounts in [since, until), two months at once: the entries are
+# grouped by (month, counterparty, description, kind, customer's choice) first, each group is
+# categorised once, then the groups are summed per category.
 _SPENDING_SQL = f"""
 WITH scope AS ({
     _SCOPE.format(
-        where="e.account_id = ANY(%(accounts)s) AND e.created_at >= %(since)s"
+        where="e.account_id = ANY(%(accounts)s::uuid[]) AND e.created_at >= %(since)s"
         " AND e.created_at < %(until)s AND e.amount < 0"
     )
-}), {_RULES},
+}), {_TAUGHT},
 grouped AS (
-    SELECT g.created_at >= %(month_start)s AS this_month, g.kind, g.description, g.own_account,
-           g.counterparty_iban, g.counterparty_name, g.customer_category, sum(g.amount) AS amount
-    FROM taught g
+    SELECT t.created_at >= %(month_start)s AS this_month, t.kind, t.description, t.own_account,
+           t.counterparty_iban, t.counterparty_name, t.customer_category, sum(t.amount) AS amount
+    FROM taught t
     GROUP BY 1, 2, 3, 4, 5, 6, 7
-)
-SELECT this_month, category, -sum(amount) AS amount
-FROM (SELECT g.this_month, {_CATEGORY} AS category, g.amount FROM grouped g) AS categorised
-GROUP BY 1, 2
+), {_categorised("grouped")}
+SELECT this_month, category, -sum(amount) AS amount FROM categorised GROUP BY 1, 2
 """  # noqa: S608 - fixed fragments; every value is a bound parameter
 
 
