@@ -380,3 +380,60 @@ def test_recommendations_only_for_customers_who_opted_in(customer, customer_clie
     assert spending(client, "month=2026-08")["recommendations"] != []
     client.patch("/api/v1/insights/preferences", {"recommendations": False}, format="json")
     assert spending(client, "month=2026-08")["recommendations"] == []
+
+
+# --- staff rules in the admin ------------------------------------------------------------------
+
+
+def test_staff_edit_rules_in_the_admin_audited_and_applied_at_once(django_user_model, customer, funded):
+    from bankcore.models import AuditEvent
+    from bankcore.testing import staff_client
+
+    admin_user = django_user_model.objects.create_superuser(
+        email="rules@bank.example", password="x-Very-long-pass-1", full_name="Rules Admin"
+    )
+    client = staff_client(admin_user)
+    entry = pay(funded, merchant("Hoppy Brewing Co"), 1_250, "Taproom", at(2, 2))
+    assert categories_of(customer, entry) == ["other"]
+    response = client.post(
+        "/admin/transactions/categoryrule/add/",
+        {
+            "field": "counterparty_name",
+            "pattern": "hoppy",
+            "direction": "out",
+            "category": "eating_out",
+            "priority": "100",
+            "active": "on",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    rule = CategoryRule.objects.get(pattern="hoppy")
+    assert categories_of(customer, entry) == ["eating_out"]
+    assert AuditEvent.objects.filter(action="insights.rule_created", target_id=str(rule.pk), actor=admin_user).exists()
+    assert client.get("/admin/transactions/categoryrule/").status_code == 200
+
+    response = client.post(f"/admin/transactions/categoryrule/{rule.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not CategoryRule.objects.filter(pk=rule.pk).exists()
+    assert categories_of(customer, entry) == ["other"]
+    assert AuditEvent.objects.filter(action="insights.rule_deleted", target_id=str(rule.pk)).exists()
+
+
+def test_seed_demo_history_has_believable_categories():
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    call_command("seed_demo")
+    alice = get_user_model().objects.get(email="alice@demo.bankcore.dev")
+    client = client_for(alice)
+    seen: dict[str, float] = defaultdict(float)
+    for days_ago in (100, 70, 40, 10):
+        month = (timezone.now() - timedelta(days=days_ago)).strftime("%Y-%m")
+        for item in spending(client, f"month={month}")["categories"]:
+            seen[item["category"]] += float(item["amount"])
+    assert {"rent", "groceries", "transport", "utilities", "eating_out", "entertainment", "cash", "transfers"} <= set(
+        seen
+    )
+    assert seen.get("other", 0) < 0.1 * sum(seen.values())
