@@ -23,6 +23,20 @@ from transactions.tests.factories import CustomerFactory, open_account
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 
+@pytest.fixture(autouse=True)
+def default_rules(db):
+    """The bank's starting rules as migration 0016 installs them (a transactional test elsewhere in
+    the run flushes the tables, and migration data with them)."""
+    import importlib
+
+    if not CategoryRule.objects.exists():
+        migration = importlib.import_module("transactions.migrations.0016_insights")
+        CategoryRule.objects.bulk_create(
+            CategoryRule(field=field, pattern=pattern, direction=direction, category=category, priority=priority)
+            for field, pattern, direction, category, priority in migration.DEFAULT_RULES
+        )
+
+
 def at(month: int, day: int, hour: int = 12) -> datetime:
     return datetime(2026, month, day, hour, tzinfo=UTC)
 
