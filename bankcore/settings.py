@@ -393,6 +393,11 @@ BANK_CODE = env.str("BANK_CODE", default="37040044")
 SUPPORT_PHONE = env.str("SUPPORT_PHONE", default="+49 30 1234 5678")
 BRANCH_HOURS = env.str("BRANCH_HOURS", default="Mon-Fri 09:00-17:00")
 
+# --- Spending insights (transactions.services.insights) --------------------------------
+# Recommend a savings account (customers who opted in) when the average balance of their current
+# accounts over a month is above this amount, read in the insights answer's currency.
+INSIGHTS_IDLE_BALANCE_THRESHOLD = env.str("INSIGHTS_IDLE_BALANCE_THRESHOLD", default="5000.00")
+
 # --- Payment gateway (ISO 20022 over HTTP; integrations/gateway) ---------------------
 # Base URL of the gateway; "" = not configured (payments to other banks stay pending).
 PAYMENT_GATEWAY_URL = env.str("PAYMENT_GATEWAY_URL", default="")

@@ -24,6 +24,7 @@ from integrations.gateway.iso20022 import pretty
 from transactions.models import (
     AdjustmentRequest,
     Beneficiary,
+    CategoryRule,
     CustomerLimit,
     Entry,
     Hold,
@@ -48,6 +49,7 @@ from transactions.services.corrections import (
     reversal_reject,
 )
 from transactions.services.incoming import incoming_credit_resolve
+from transactions.services.insights import category_rule_delete, category_rule_save
 from transactions.services.limits import customer_limit_set
 from transactions.services.payment_actions import (
     payment_action_approve,
@@ -503,3 +505,25 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
     readonly_fields = [f.name for f in ReconciliationRun._meta.fields]
     ordering = ("-created_at",)
     inlines = [ReconciliationMismatchInline]
+
+
+@admin.register(CategoryRule)
+class CategoryRuleAdmin(admin.ModelAdmin):
+    """Spending-insights rules. Every save and delete goes through the service, which audits it;
+    a change applies at once to every entry's category except the customers' own choices."""
+
+    list_display = ("pattern", "field", "direction", "category", "priority", "active", "updated_at")
+    list_filter = ("active", "category", "field", "direction")
+    list_editable = ("active",)
+    search_fields = ("pattern",)
+    ordering = ("-priority", "id")
+
+    def save_model(self, request: HttpRequest, obj: CategoryRule, form: Any, change: bool) -> None:
+        category_rule_save(rule=obj, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: CategoryRule) -> None:
+        category_rule_delete(rule=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CategoryRule]) -> None:
+        for rule in queryset.order_by("pk"):
+            category_rule_delete(rule=rule, actor=request.user)

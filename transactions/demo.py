@@ -1,7 +1,9 @@
 """Demo banking data for `manage.py seed_demo` (called from bankcore's seed_demo command).
 
 Accounts, four months of believable history, beneficiaries and a standing order, all
-posted through the ledger services so the demo ledger passes verify_ledger.
+posted through the ledger services so the demo ledger passes verify_ledger. The history
+spends at shops that bank with us (demo business customers without a login), so the
+bank's default category rules give the spending insights believable categories.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,6 +24,39 @@ from transactions.services.ledger import Leg, post_transaction
 from transactions.services.payees import beneficiary_create, standing_order_create
 
 HISTORY_DAYS = 120
+
+# Demo businesses the customers pay: (name, description, times a month, min, max minor units).
+# Their names are what the default category rules (migration transactions 0016) look for.
+DEMO_MERCHANTS = [
+    ("Hausverwaltung Landlord GmbH", "Rent", 1, 85_000, 95_000),
+    ("Lidl Vertrieb", "Card payment", 3, 2_500, 7_500),
+    ("Rewe Markt", "Card payment", 2, 1_500, 6_000),
+    ("BVG Berlin", "Monthly ticket", 1, 8_600, 8_600),
+    ("Stadtwerke Berlin", "Electricity", 1, 6_500, 9_000),
+    ("Vodafone GmbH", "Mobile and internet", 1, 3_999, 3_999),
+    ("Pizzeria Da Mario", "Card payment", 2, 1_800, 4_500),
+    ("Cafe Einstein", "Contactless", 3, 350, 1_200),
+    ("Zalando SE", "Online order", 1, 2_500, 12_000),
+    ("Netflix International", "Subscription", 1, 1_299, 1_299),
+    ("Apotheke am Markt", "Card payment", 1, 500, 3_000),
+]
+
+
+def _demo_merchants() -> list[tuple[BankAccount, str, int, int, int]]:
+    """The demo businesses' current accounts (created once; they have no password to log in with)."""
+    user_model = get_user_model()
+    merchants = []
+    for number, (name, description, per_month, low, high) in enumerate(DEMO_MERCHANTS):
+        email = f"merchant{number + 1}@business.demo.bankcore.dev"
+        # create_user(password=None): an unusable password, so a business cannot sign in.
+        user = user_model.objects.filter(email=email).first() or user_model.objects.create_user(
+            email=email, password=None, full_name=name
+        )
+        account = BankAccount.objects.filter(owner=user, kind=BankAccount.Kind.CURRENT).first()
+        if account is None:
+            account = bank_account_open(owner=user, kind="current", currency="EUR", name=name)
+        merchants.append((account, description, per_month, low, high))
+    return merchants
 
 
 def _post(
@@ -56,6 +92,7 @@ def seed_demo_banking(*, customers: list[Any], stdout: Any) -> None:
             "current": bank_account_open(owner=user, kind="current", currency="EUR", name="Everyday"),
             "savings": bank_account_open(owner=user, kind="savings", currency="EUR", name="Rainy day"),
         }
+    merchants = _demo_merchants()
     accounts[fresh[-1]]["usd"] = bank_account_open(owner=fresh[-1], kind="current", currency="USD", name="Travel USD")
 
     start = timezone.now() - timedelta(days=HISTORY_DAYS)
@@ -69,6 +106,10 @@ def seed_demo_banking(*, customers: list[Any], stdout: Any) -> None:
             for week in range(4):
                 moment = payday + timedelta(days=2 + 7 * week, hours=rng.randint(8, 20))
                 events.append((moment, "withdrawal", current, vault, rng.randint(2_000, 12_000), "Cash withdrawal"))
+            for shop, description, per_month, low, high in merchants:
+                for _ in range(per_month):
+                    moment = payday + timedelta(days=rng.randint(1, 28), hours=rng.randint(8, 21))
+                    events.append((moment, "transfer", current, shop, rng.randint(low, high), description))
         for other in fresh:
             if other is not user:
                 moment = start + timedelta(days=rng.randint(5, HISTORY_DAYS - 2), hours=rng.randint(8, 22))

@@ -81,3 +81,7 @@ class InvalidPayment(BankError):
     status_code = 400
     code = "invalid_request"
     default_message = "The payment is invalid."
+
+
+class EntryNotFound(NotFound):
+    default_message = "No such entry."

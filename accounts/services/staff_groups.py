@@ -38,6 +38,7 @@ _VIEW_LEDGER = [
     "transactions.view_incomingcredit",
     "transactions.view_paymentactionrequest",
     "transactions.view_reconciliationrun",
+    "transactions.view_categoryrule",
     "transactions.view_reconciliationmismatch",
 ]
 _VIEW_NOTIFICATIONS = [
@@ -76,6 +77,9 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "transactions.change_customerlimit",
         "transactions.retry_payment",
         "transactions.resolve_suspense",
+        "transactions.add_categoryrule",
+        "transactions.change_categoryrule",
+        "transactions.delete_categoryrule",
         "notifications.resend_delivery",
         "notifications.manage_incident",
         "notifications.add_maintenancewindow",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import BankAccount
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import IBANField, MoneyInputSerializer
-from transactions.models import Entry, Transaction
+from transactions.models import Category, Entry, Transaction
 from transactions.selectors import counterparty_of
 from transactions.services.ledger import available_balance
 
@@ -77,10 +78,18 @@ class HistoryEntryOutput(serializers.Serializer):
     currency = serializers.CharField()
     description = serializers.CharField(source="transaction.description")
     counterparty = serializers.SerializerMethodField()
+    category = serializers.SerializerMethodField(
+        help_text="Spending category: the customer's own choice, else the bank's rules (see insights)."
+    )
     created_at = serializers.DateTimeField()
 
     def get_amount(self, entry: Entry) -> str:
         return format_amount(entry.amount, entry.currency)
+
+    @extend_schema_field(serializers.ChoiceField(choices=Category.values))
+    def get_category(self, entry: Entry) -> str:
+        # The view reads the page's categories in one query (`categories` in the context).
+        return str(self.context.get("categories", {}).get(entry.pk, Category.OTHER.value))
 
     def get_balance_after(self, entry: Entry) -> str:
         return format_amount(entry.balance_after, entry.currency)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from transactions.api import payments, views, webhooks
+from transactions.api import insights, payments, views, webhooks
 
 # The accounts pages show ledger figures (balance, available after holds, history), so the
 # ledger serves them: accounts never imports transactions.
@@ -8,6 +8,11 @@ urlpatterns = [
     path("accounts", views.BankAccountListCreate.as_view(), name="accounts"),
     path("accounts/<uuid:account_id>", views.BankAccountDetail.as_view(), name="account-detail"),
     path("accounts/<uuid:account_id>/transactions", views.AccountHistory.as_view(), name="account-history"),
+    path(
+        "accounts/<uuid:account_id>/transactions/<str:entry_id>",
+        insights.AccountHistoryEntry.as_view(),
+        name="account-history-entry",
+    ),
     path("accounts/<uuid:account_id>/statement", views.AccountStatement.as_view(), name="account-statement"),
     path("transfers", views.TransferListCreate.as_view(), name="transfers"),
     path("transfers/<uuid:transfer_id>", views.TransferDetail.as_view(), name="transfer-detail"),
@@ -18,5 +23,7 @@ urlpatterns = [
     path("standing-orders/<uuid:order_id>", views.StandingOrderDetail.as_view(), name="standing-order-detail"),
     path("payments", payments.PaymentListCreate.as_view(), name="payments"),
     path("payments/<uuid:payment_id>", payments.PaymentDetail.as_view(), name="payment-detail"),
+    path("insights/spending", insights.SpendingInsights.as_view(), name="insights-spending"),
+    path("insights/preferences", insights.InsightsPreferences.as_view(), name="insights-preferences"),
     path("integrations/gateway/webhook", webhooks.GatewayWebhook.as_view(), name="gateway-webhook"),
 ]

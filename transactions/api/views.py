@@ -46,6 +46,7 @@ from transactions.selectors import (
     customer_transfers,
     history_page,
 )
+from transactions.services.insights import entry_categories
 from transactions.services.limits import limits_for
 from transactions.services.payees import (
     beneficiary_create,
@@ -149,7 +150,14 @@ class AccountHistory(APIView):
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = encode_cursor([last.created_at.isoformat(), last.id])
-        return Response({"results": HistoryEntryOutput(rows[:limit], many=True).data, "next": next_cursor})
+        page = rows[:limit]
+        categories = entry_categories(customer=request.user, entry_ids=[entry.pk for entry in page])
+        return Response(
+            {
+                "results": HistoryEntryOutput(page, many=True, context={"categories": categories}).data,
+                "next": next_cursor,
+            }
+        )
 
 
 class _JSONErrorsOnly(DefaultContentNegotiation):

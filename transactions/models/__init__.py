@@ -1,4 +1,11 @@
 from transactions.models.adjustments import AdjustmentRequest, ReversalRequest
+from transactions.models.insights import (
+    Category,
+    CategoryRule,
+    CounterpartyCategory,
+    EntryCategory,
+    InsightsPreference,
+)
 from transactions.models.ledger import Entry, Hold, Transaction
 from transactions.models.limits import CustomerLimit, LimitUsage
 from transactions.models.notices import LedgerNotice
@@ -16,10 +23,15 @@ from transactions.models.payments import (
 __all__ = [
     "AdjustmentRequest",
     "Beneficiary",
+    "Category",
+    "CategoryRule",
+    "CounterpartyCategory",
     "CustomerLimit",
     "Entry",
+    "EntryCategory",
     "Hold",
     "IncomingCredit",
+    "InsightsPreference",
     "LedgerNotice",
     "LimitUsage",
     "Payment",
