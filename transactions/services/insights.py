@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from accounts.models import BankAccount
 from bankcore.audit import audit_record
+from bankcore.db.replica import read_database
 from bankcore.money import parse_amount
 from transactions.exceptions import EntryNotFound
 from transactions.models import (
@@ -51,8 +52,11 @@ from transactions.selectors import customer_account, month_bounds
 
 
 def insights_read_alias() -> str:
-    """The database alias insights and history categories are read from: the one place it is chosen."""
-    return DEFAULT_DB_ALIAS
+    """The database alias insights and history categories are read from: the one place it is chosen.
+
+    The read replica when one is configured, not lagging and the request has not written yet
+    (bankcore.db.replica); the primary otherwise."""
+    return read_database()
 
 
 # Text -> " word word " (lowercase, every run of non-alphanumerics one space): a pattern matches
