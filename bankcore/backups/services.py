@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import json
 import logging
 import os
 import secrets
@@ -166,7 +167,9 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
             "data": {"object": Path(store.where(backup_id)).name, "size": size, "sha256": digest.hexdigest()},
             **facts,
         }
-        store.write_manifest(backup_id, sign_manifest(manifest))
+        signed = sign_manifest(manifest)
+        store.write_manifest(backup_id, signed)
+        manifest = json.loads(signed)
     except BaseException as exc:
         if process is not None and process.poll() is None:
             process.kill()

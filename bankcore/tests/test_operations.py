@@ -120,6 +120,7 @@ def _production_env(**extra):
         ALLOWED_HOSTS="api.bank.example",
         FIELD_ENCRYPTION_KEYS="Xe5FZ0dRYT4c9lAYhWx0RkAv6Vm8Xy3p1Kq2Lr7sT0U=",
         AUDIT_HMAC_KEY="audit-hmac-key-for-the-deploy-check-0123456789",
+        BACKUP_ENCRYPTION_KEYS="backup-key-for-the-deploy-check-0123456789abcdef",
     )
     env.update(extra)
     return env
@@ -200,3 +201,11 @@ def test_dockerfile_and_compose_describe_web_worker_and_beat():
     for name in ("web", "worker", "beat"):
         assert services[name]["environment"]["DATABASE_URL"].startswith("postgres://")
     assert ".venv" in (BASE_DIR / ".dockerignore").read_text()
+
+
+def test_check_deploy_fails_without_backup_encryption_keys():
+    env = _production_env()
+    env.pop("BACKUP_ENCRYPTION_KEYS")
+    result = _manage("check", "--deploy", env=env)
+    assert result.returncode != 0
+    assert "BACKUP_ENCRYPTION_KEYS must be set" in result.stderr + result.stdout
