@@ -167,3 +167,29 @@ class DrDrill(models.Model):
 
     def __str__(self) -> str:
         return f"DR drill {self.started_at:%Y-%m-%d %H:%M} ({'ok' if self.ok else 'FAILED'})"
+
+
+class MaintenanceMode(models.Model):
+    """The bank's read-only switch: one row (id 1), changed only by bankcore.maintenance.
+
+    While `active`, the API refuses requests that change anything (503 `maintenance`),
+    settlement pauses, and /api/v1/status says so. `until` is the operator's estimate of
+    the end (it sets Retry-After); maintenance ends only when switched off, never by the clock,
+    so work that overruns does not reopen writes halfway through.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    active = models.BooleanField(default=False)
+    message = models.TextField(blank=True, help_text="What customers are told.")
+    until = models.DateTimeField(null=True, blank=True, help_text="Expected end (Retry-After); not an automatic off.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    actor_label = models.CharField(max_length=255, blank=True, help_text="Who switched it last.")
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "maintenance mode"
+        verbose_name_plural = "maintenance mode"
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="maintenance_mode_singleton")]
+
+    def __str__(self) -> str:
+        return f"maintenance {'on' if self.active else 'off'}"

@@ -254,6 +254,13 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
+# --- Maintenance mode (bankcore/maintenance.py) ------------------------------------
+# How long each process trusts its memo of the switch: a request costs no query, and a switch
+# reaches every web and worker process within this many seconds.
+MAINTENANCE_CACHE_SECONDS = env.float("MAINTENANCE_CACHE_SECONDS", default=2.0)
+# Retry-After of a refused write when the operator gave no (or a past) expected end.
+MAINTENANCE_RETRY_AFTER_SECONDS = env.int("MAINTENANCE_RETRY_AFTER_SECONDS", default=300)
+
 # --- CORS (closed unless origins are listed) ----------------------------------------
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"

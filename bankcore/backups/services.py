@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from bankcore.backups.postgres import (
     server_major,
 )
 from bankcore.backups.storage import BackupStore, StoredBackup, backup_store
+from bankcore.maintenance import maintenance_active
 from bankcore.models import BackupRecord, DrDrill
 
 logger = logging.getLogger(__name__)
@@ -247,7 +247,9 @@ def _inspect(store: BackupStore, stored: StoredBackup) -> BackupInfo:
 def backups_list(*, store: BackupStore | None = None) -> list[BackupInfo]:
     """Every backup in the store, newest first, each manifest's signature checked (status ok/incomplete/invalid)."""
     store = store or backup_store()
-    return [_inspect(store, stored) for stored in reversed(store.list())]
+    found = [_inspect(store, stored) for stored in store.list()]
+    # By the snapshot's time (microseconds): ids only resolve seconds.
+    return sorted(found, key=lambda info: (info.created_at, info.backup_id), reverse=True)
 
 
 def backup_latest_good(*, store: BackupStore | None = None) -> BackupInfo | None:
@@ -312,15 +314,6 @@ def backups_prune(*, store: BackupStore | None = None, dry_run: bool = False) ->
 
 
 # --- restore ------------------------------------------------------------------------------
-
-
-def maintenance_active() -> bool:
-    """Is maintenance mode on? (bankcore.maintenance; without that module it never is.)"""
-    try:
-        module = importlib.import_module("bankcore.maintenance")
-    except ImportError:
-        return False
-    return bool(module.maintenance_active())
 
 
 @dataclass(frozen=True)
@@ -415,7 +408,7 @@ def backup_restore(
             raise BackupRefused(
                 f"{target.describe()} is the live database: restoring over it needs maintenance mode on and --force."
             )
-        if not maintenance_active():
+        if not maintenance_active(fresh=True):
             raise BackupRefused(
                 f"{target.describe()} is the live database and maintenance mode is off: turn it on first."
             )

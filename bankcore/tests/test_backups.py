@@ -226,6 +226,24 @@ def test_restoring_over_the_live_database_needs_maintenance_mode_and_force(backu
         _restore(backup_id, live, "--force")
 
 
+def test_with_maintenance_on_and_force_the_live_database_is_restored(backups, bank):
+    from bankcore.maintenance import maintenance_off, maintenance_on
+    from bankcore.tests.conftest import owner_target
+
+    maintenance_on(message="Restoring last night's backup")
+    try:
+        result = backup_create()
+        out = StringIO()
+        call_command("restore_backup", result.backup_id, "--database-url", owner_target().url(), "--force", stdout=out)
+        assert f"restored into {owner_target().name}" in out.getvalue()
+        assert (
+            facts_of(live_target(), list(result.manifest["tables"]))["ledger_checksum"]
+            == result.manifest["ledger_checksum"]
+        )
+    finally:
+        maintenance_off()
+
+
 def test_an_unknown_backup_id_is_refused(backups, empty_database):
     with pytest.raises(CommandError, match="no backup 20200101T000000Z-00000000"):
         _restore("20200101T000000Z-00000000", empty_database)

@@ -81,7 +81,8 @@ def test_readyz_answers_503_naming_the_database_when_it_is_unreachable():
     # The public answer names no host, port, user or database; the cause goes to the log.
     for secret in ("127.0.0.1", "secret_dba", "nowhere_db", "5432", "Error", "connection"):
         assert secret not in response.text
-    assert set(body) == {"status", "checks", "down", "circuits"}
+    assert set(body) == {"status", "checks", "down", "circuits", "backup"}
+    assert body["backup"] == {"age_seconds": None, "status": "unknown"}  # the database was not asked again
     assert "readiness check database failed" in log
 
 

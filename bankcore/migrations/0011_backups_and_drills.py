@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('bankcore', '0009_idempotencykey_from_transactions'),
+        ('bankcore', '0010_maintenance_mode'),
     ]
 
     operations = [
