@@ -28,7 +28,9 @@ class Command(BaseCommand):
             f"  {result.size:,} bytes in {result.seconds:.1f}s, SHA-256 {result.sha256}, "
             f"key {manifest['encryption']['key_id']}"
         )
-        self.stdout.write(f"  ledger checksum {manifest['ledger_checksum']}")
+        self.stdout.write(
+            f"  ledger checksum {manifest['ledger_checksum']} (counts and checksums: {result.facts_seconds:.1f}s)"
+        )
         for table, facts in sorted(manifest["tables"].items()):
             self.stdout.write(f"  {table}: {facts['rows']} rows")
         self.stdout.write(self.style.SUCCESS(f"Backup {result.backup_id} OK"))
