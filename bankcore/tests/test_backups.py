@@ -129,12 +129,30 @@ def test_the_beat_task_backs_up_and_readyz_and_the_metric_show_its_age(backups, 
         assert response.status_code == 200  # information, never a reason to take the pod out
 
 
-def test_a_failed_pg_dump_leaves_no_backup_and_records_why(backups, bank, settings):
+def test_a_failed_pg_dump_leaves_no_backup_and_records_why(backups, bank):
+    """pg_dump fails on a table the backup's role may not read: no backup, a failed BackupRecord."""
+    from bankcore.testing import database_app_role, owner_cursor
+
+    with owner_cursor() as cursor:
+        cursor.execute("CREATE TABLE backup_test_unreadable (id int)")
+        cursor.execute(f"REVOKE ALL ON backup_test_unreadable FROM PUBLIC, {database_app_role()}")
+    try:
+        with pytest.raises(CommandError, match=r"pg_dump failed .*permission denied for table backup_test_unreadable"):
+            call_command("backup", stdout=StringIO())
+    finally:
+        with owner_cursor() as cursor:
+            cursor.execute("DROP TABLE backup_test_unreadable")
+    assert backups_list() == []
+    assert list(Path(backups.BACKUP_DIR).iterdir()) == []  # no temporary file left either
+    (record,) = BackupRecord.objects.all()
+    assert record.status == BackupRecord.Status.FAILED and "permission denied" in record.error
+
+
+def test_an_unreachable_database_is_a_clear_error(backups, settings):
     settings.BACKUP_DATABASE_URL = database_url_of_current_connection().rsplit("/", 1)[0] + "/no_such_database"
-    with pytest.raises(CommandError, match="no_such_database"):
+    with pytest.raises(CommandError, match=r'cannot connect to no_such_database.*"no_such_database" does not exist'):
         call_command("backup", stdout=StringIO())
     assert backups_list() == []
-    assert not BackupRecord.objects.filter(status=BackupRecord.Status.OK).exists()
 
 
 # --- refusals: nothing is touched -----------------------------------------------------------
