@@ -113,6 +113,10 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", [BACKUP_LOCK])
             if not cursor.fetchone()[0]:
                 raise BackupRefused(f"another backup of {source.describe()} is running.")
+            # The snapshot's transaction sits idle while pg_dump runs, and the checksums take a while:
+            # a role's or server's timeouts must not end it under pg_dump.
+            cursor.execute("SET idle_in_transaction_session_timeout = 0")
+            cursor.execute("SET statement_timeout = 0")
         conn.autocommit = False
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cursor:
