@@ -13,12 +13,15 @@ from django.contrib import admin
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
-from bankcore.models import AuditEvent, BackupRecord, DrDrill
+from bankcore.api.exceptions import BankError
+from bankcore.maintenance import maintenance_off, maintenance_on, maintenance_state
+from bankcore.models import AuditEvent, BackupRecord, DrDrill, MaintenanceMode
 from bankcore.permissions import has_staff_permission
 
 Action = TypeVar("Action", bound=Callable[..., Any])
@@ -169,6 +172,74 @@ class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):  # type: ignore[misc]
     @staff_action(permission="django_celery_beat.change_periodictask", description="Run selected tasks")
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         super().run_tasks(request, queryset)
+
+
+class MaintenanceForm(forms.Form):
+    message = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="What customers are told.")
+    until = forms.DateTimeField(
+        required=False, help_text="Expected end (UTC, e.g. 2026-05-01 06:00): Retry-After. Not an automatic off."
+    )
+
+
+@admin.register(MaintenanceMode)
+class MaintenanceModeAdmin(admin.ModelAdmin):
+    """One page: the read-only switch, its message and expected end, with On/Off buttons.
+
+    Switching needs `bankcore.change_maintenancemode` (superusers have it); viewing, any staff
+    member who may view it. Both buttons call bankcore.maintenance, which audits the change.
+    """
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_staff_permission(request.user, "bankcore.change_maintenancemode")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_change_permission(request, obj) or has_staff_permission(
+            request.user, "bankcore.view_maintenancemode"
+        )
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        return HttpResponseRedirect(reverse("admin:bankcore_maintenancemode_changelist"))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        state = maintenance_state(fresh=True)
+        form = MaintenanceForm(initial={"message": state.message, "until": state.until})
+        if request.method == "POST":
+            if not self.has_change_permission(request):
+                raise PermissionDenied
+            if "switch_off" in request.POST:
+                maintenance_off(actor=request.user)
+                self.message_user(request, "Maintenance mode is off: writes are accepted, settlement resumes.")
+                return HttpResponseRedirect(request.path)
+            form = MaintenanceForm(request.POST)
+            if form.is_valid():
+                try:
+                    maintenance_on(
+                        message=form.cleaned_data["message"], until=form.cleaned_data["until"], actor=request.user
+                    )
+                except BankError as exc:
+                    for field, errors in exc.details.items():
+                        for error in errors:
+                            form.add_error(field if field in form.fields else None, error)
+                else:
+                    self.message_user(request, "Maintenance mode is on: API writes answer 503, settlement is paused.")
+                    return HttpResponseRedirect(request.path)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Maintenance mode",
+            "opts": self.model._meta,
+            "state": state,
+            "form": form,
+            "can_change": self.has_change_permission(request),
+        }
+        return TemplateResponse(request, "admin/bankcore/maintenance_mode.html", context)
 
 
 admin.site.unregister(PeriodicTask)

@@ -96,6 +96,11 @@ MIDDLEWARE = [
     # request skips the session, auth and CSRF work below, but after the security headers.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    # Maintenance mode: /api/ writes answer 503 before sessions, auth or a view do any work;
+    # after CORS so a browser client can read the 503, after the request id so it carries one.
+    "bankcore.api.maintenance.MaintenanceMiddleware",
+    # Per request: reads may use the read replica until the request writes (bankcore/db/replica.py).
+    "bankcore.db.replica.ReplicaScopeMiddleware",
     # Sessions, session user, OTP and messages serve the admin's pages; /api/ (bearer JWT)
     # skips them (bankcore/api/middleware.py). CSRF stays as is: `check --deploy` looks for it.
     "bankcore.api.middleware.BrowserSessionMiddleware",
@@ -141,6 +146,21 @@ DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})
+# An optional streaming read replica of the primary (same runtime role). Only reads that ask
+# bankcore.db.replica.read_database() go there: account history and statements, while the
+# request has not written, outside transactions, and while its replay lag is small.
+if env.str("DATABASE_REPLICA_URL", default=""):
+    DATABASES["replica"] = env.db_url("DATABASE_REPLICA_URL")
+    if DATABASES["replica"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL.")
+    DATABASES["replica"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+# The replica never migrates; no other alias is routed (reads go to a replica only explicitly).
+DATABASE_ROUTERS = ["bankcore.db.replica.ReplicaRouter"]
+# Replay lag above which replica-tolerant reads go to the primary, and how often it is measured.
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=5.0)
+REPLICA_LAG_CHECK_SECONDS = env.float("REPLICA_LAG_CHECK_SECONDS", default=2.0)
 
 # --- Cache / Redis ------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -221,6 +221,10 @@ class MaintenanceWindow(models.Model):
     services = models.JSONField(default=list)
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
+    # The window that maintenance mode (bankcore.maintenance) opened: ended when it is switched off.
+    read_only = models.BooleanField(default=False, help_text="Opened by maintenance mode (the API is read-only).")
+    # Maintenance mode switched on without an expected end: ends_at is only a bound for the listing.
+    end_unknown = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["ends_at"])]

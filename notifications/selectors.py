@@ -10,6 +10,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from bankcore.maintenance import maintenance_active
 from notifications.models import Incident, MaintenanceWindow, Notification, Service
 from notifications.services import STATUS_CACHE_KEY
 
@@ -60,7 +61,8 @@ def _build_status() -> dict[str, Any]:
         candidate = _STATE_BY_SEVERITY[incident.severity]
         if _STATE_ORDER.index(candidate) > _STATE_ORDER.index(state):
             state = candidate
-    if state == "operational" and any(w.starts_at <= now for w in windows):
+    # Maintenance mode (the API is read-only) counts even if its window is gone from the list.
+    if state == "operational" and (any(w.starts_at <= now for w in windows) or maintenance_active()):
         state = "maintenance"
     return {
         "state": state,
@@ -89,6 +91,8 @@ def _build_status() -> dict[str, Any]:
                 "starts_at": w.starts_at.isoformat(),
                 "ends_at": w.ends_at.isoformat(),
                 "in_progress": w.starts_at <= now,
+                "writes_paused": w.read_only,
+                "end_unknown": w.end_unknown,
             }
             for w in windows
         ],

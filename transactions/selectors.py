@@ -10,6 +10,7 @@ from uuid import UUID
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import BankAccount
+from bankcore.db.replica import read_database
 from transactions.exceptions import AccountNotFound, PaymentNotFound
 from transactions.models import Entry, Payment, PaymentEvent, Transaction
 
@@ -49,12 +50,17 @@ def account_history(
 ) -> QuerySet[Entry]:
     """The account's entries with their counterparties; the caller orders (keyset on -id).
 
-    Served by the (account, id) index: a page costs the same at any depth.
+    Served by the (account, id) index: a page costs the same at any depth. Read from the
+    replica when one is configured and may serve this request (bankcore.db.replica).
     """
-    entries = Entry.objects.filter(account=account).select_related(
-        "transaction",
-        "transaction__source_account__owner",
-        "transaction__destination_account__owner",
+    entries = (
+        Entry.objects.using(read_database())
+        .filter(account=account)
+        .select_related(
+            "transaction",
+            "transaction__source_account__owner",
+            "transaction__destination_account__owner",
+        )
     )
     if since is not None:
         entries = entries.filter(created_at__gte=since)
@@ -95,7 +101,8 @@ def balance_at(*, account: BankAccount, moment: datetime) -> int:
     """The account's balance just before `moment` (balance_after of the last earlier entry)."""
     # Ordered like the (account, created_at, id) index, so the plan never walks other accounts' rows.
     last = (
-        Entry.objects.filter(account=account, created_at__lt=moment)
+        Entry.objects.using(read_database())
+        .filter(account=account, created_at__lt=moment)
         .order_by("-created_at", "-id")
         .only("balance_after")
         .first()

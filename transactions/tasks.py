@@ -9,7 +9,13 @@ from celery import shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from bankcore.maintenance import maintenance_active
 from integrations.gateway.errors import GatewayRejected, GatewayUnavailable
+
+# While maintenance mode is on, every settlement task returns PAUSED at once and changes nothing:
+# formed and submitted batches stay due, and the first sweep after maintenance re-drives them
+# (and forms a cut-off's batches that the pause skipped).
+PAUSED = "paused: maintenance mode"
 
 
 @shared_task
@@ -51,10 +57,12 @@ def sweep_ledger_notices() -> int:
 
 
 @shared_task(acks_late=True)
-def run_settlement() -> list[str]:
+def run_settlement() -> list[str] | str:
     """Beat, at the cut-off: form the due payments' batches, then send each (one task per batch)."""
     from transactions.services.settlement import settlement_form_batches
 
+    if maintenance_active():
+        return PAUSED
     batches = settlement_form_batches()
     for batch in batches:  # formed and committed: a lost enqueue is re-driven by the sweep
         submit_settlement_batch.delay(str(batch.pk))
@@ -78,6 +86,8 @@ def submit_settlement_batch(self: Any, batch_id: str) -> str:
     """
     from transactions.services.settlement import settlement_submit
 
+    if maintenance_active():
+        return PAUSED
     try:
         result = settlement_submit(batch_id=UUID(batch_id))
     except GatewayRejected:
@@ -101,6 +111,8 @@ def apply_settlement_report(self: Any, batch_id: str) -> str:
     payment is final (bounded: the sweep takes over after SETTLEMENT_REPORT_MAX_POLLS)."""
     from transactions.services.settlement import ReportOutcome, settlement_apply_report
 
+    if maintenance_active():
+        return PAUSED
     result = settlement_apply_report(batch_id=UUID(batch_id))
     if result.outcome == ReportOutcome.RESUBMIT:
         submit_settlement_batch.delay(batch_id)
@@ -112,11 +124,13 @@ def apply_settlement_report(self: Any, batch_id: str) -> str:
 
 
 @shared_task(acks_late=True)
-def sweep_settlement() -> dict:
+def sweep_settlement() -> dict | str:
     """Beat, every minute: re-drive formed and submitted batches whose task was lost, form a
     missed cut-off's batches, alert operators about payments open too long."""
     from transactions.services.settlement import settlement_sweep
 
+    if maintenance_active():
+        return PAUSED
     result = settlement_sweep()
     for batch_id in result.submit:
         submit_settlement_batch.delay(str(batch_id))

@@ -11,6 +11,7 @@ import requests
 
 from bankcore.backups.postgres import Target
 from bankcore.testing import database_owner, database_url_of_current_connection, owner_cursor
+from transactions.tests.gateway_fixture import gateway, gateway_simulator, settlement_worker  # noqa: F401 - fixtures
 
 KEY = "backup-key-one-0123456789abcdef0123456789abcdef"
 OTHER_KEY = "backup-key-two-fedcba9876543210fedcba9876543210"

@@ -42,6 +42,8 @@ class StatusMaintenance(serializers.Serializer):
     starts_at = serializers.DateTimeField()
     ends_at = serializers.DateTimeField()
     in_progress = serializers.BooleanField()
+    writes_paused = serializers.BooleanField(help_text="Maintenance mode: requests that change anything answer 503.")
+    end_unknown = serializers.BooleanField(help_text="No expected end was given; ends_at is only a bound.")
 
 
 class StatusAlternatives(serializers.Serializer):

@@ -155,7 +155,10 @@ def _fanout_subject(update: IncidentUpdate) -> tuple[Event, dict[str, Any], list
                 "maintenance_title": window.title,
                 "message": update.message,
                 "starts_at": f"{window.starts_at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M} UTC",
-                "ends_at": f"{window.ends_at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M} UTC",
+                # A read-only window opened without an expected end names none.
+                "ends_at": ""
+                if window.end_unknown
+                else f"{window.ends_at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M} UTC",
             },
             list(window.services),
         )

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from accounts.services.bank_accounts import bank_account_open
 from bankcore.api.pagination import KeysetPagination, decode_cursor, encode_cursor, parse_limit
+from bankcore.db.replica import reads_pinned
 from bankcore.idempotency import idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import paginated
@@ -189,7 +190,9 @@ class AccountStatement(APIView):
         filename = f"statement-{account.iban[-4:]}-{raw_month}.{kind}"
         if kind == "csv":
             response: HttpResponseBase = StreamingHttpResponse(
-                statement_csv(account=account, month=month), content_type="text/csv; charset=utf-8"
+                # Streamed after the view returns: its reads keep the replica-or-primary choice made now.
+                reads_pinned(statement_csv(account=account, month=month)),
+                content_type="text/csv; charset=utf-8",
             )
         else:
             document = statement_pdf(account=account, month=month, owner_name=owner_display_name(account))

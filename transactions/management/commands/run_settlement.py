@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bankcore.maintenance import maintenance_active
 from bankcore.money import format_amount
 from integrations.gateway.errors import GatewayError
 from transactions.models import SettlementBatch
@@ -31,6 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--poll-interval", type=float, default=1.0, help="Seconds between report polls.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if maintenance_active(fresh=True):
+            raise CommandError("Maintenance mode is on: settlement is paused (`manage.py maintenance off` first).")
         formed = settlement_form_batches()
         earlier = SettlementBatch.objects.filter(status=SettlementBatch.Status.FORMED).exclude(
             pk__in=[batch.pk for batch in formed]
