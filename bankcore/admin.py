@@ -21,7 +21,7 @@ from django_celery_beat.models import PeriodicTask
 
 from bankcore.api.exceptions import BankError
 from bankcore.maintenance import maintenance_off, maintenance_on, maintenance_state
-from bankcore.models import AuditEvent, MaintenanceMode
+from bankcore.models import AuditEvent, BackupRecord, DrDrill, MaintenanceMode
 from bankcore.permissions import has_staff_permission
 
 Action = TypeVar("Action", bound=Callable[..., Any])
@@ -127,6 +127,26 @@ class AuditEventAdmin(ReadOnlyAdmin):
         with contextlib.suppress(ValueError):  # else it is not a user id
             matches |= Q(actor_id=uuid.UUID(term))
         return queryset.filter(matches), False
+
+
+@admin.register(DrDrill)
+class DrDrillAdmin(ReadOnlyAdmin):
+    """Disaster-recovery drills (manage.py dr_drill, weekly beat task): which backup, RTO, RPO, outcome."""
+
+    list_display = ("started_at", "ok", "backup_id", "rto_seconds", "rpo_seconds", "scratch_database")
+    list_filter = ("ok",)
+    ordering = ("-started_at",)
+    readonly_fields = [field.name for field in DrDrill._meta.fields]
+
+
+@admin.register(BackupRecord)
+class BackupRecordAdmin(ReadOnlyAdmin):
+    """Backup runs (manage.py backup, hourly beat task); `list_backups` shows what the store holds."""
+
+    list_display = ("started_at", "status", "backup_id", "size_bytes", "finished_at")
+    list_filter = ("status",)
+    ordering = ("-started_at",)
+    readonly_fields = [field.name for field in BackupRecord._meta.fields]
 
 
 class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):  # type: ignore[misc]

@@ -47,6 +47,19 @@ def _check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
 
 
+def _backup_freshness() -> dict[str, object]:
+    """The age of the newest good backup, as information: an old backup never makes the probe fail
+    (taking web pods out of the load balancer would not make a backup; the metric
+    bankcore_backup_last_success_age_seconds is what to alert on)."""
+    from bankcore.backups.services import backup_freshness
+
+    try:
+        return backup_freshness()
+    except Exception as exc:  # noqa: BLE001 - the database check above reports the database
+        logger.warning("backup freshness unknown: %s: %s", type(exc).__name__, exc)
+        return {"age_seconds": None, "status": "unknown"}
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "database": _check_database,
     "cache": _check_cache,
@@ -64,6 +77,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     everything else, and the circuit only holds back the work that needs that system (e.g.
     settlement with the payment gateway); taking the pod out of the load balancer would not
     help. Breakers are per process, so this is the answering process's view.
+
+    `backup` gives the newest good backup's age and "ok", "stale" (older than BACKUP_STALE_AFTER)
+    or "none": information only, never a 503 (see _backup_freshness).
 
     The probe is public, so the answer says only which check is up or down; why (exception
     text naming hosts, users, ports) goes to the log, once per failing check.
@@ -84,6 +100,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
     down = sorted(name for name, result in results.items() if result["status"] != "ok")
     body: dict[str, object] = {"status": "ok" if not down else "unavailable", "checks": results}
     body["circuits"] = circuits.states()
+    # Read from the database: not asked again when it is down (another connect timeout).
+    body["backup"] = _backup_freshness() if "database" not in down else {"age_seconds": None, "status": "unknown"}
     if down:
         body["down"] = down
     return JsonResponse(body, status=200 if not down else 503)

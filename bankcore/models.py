@@ -119,6 +119,56 @@ class IdempotencyKey(models.Model):
         return f"{self.key} ({self.state})"
 
 
+class BackupRecord(models.Model):
+    """One run of `manage.py backup` (or its beat task): what it stored, or why it failed.
+
+    The backups themselves live in the backup store; this row is the app's cheap view of the
+    newest good one (the metric and /readyz read it).
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        OK = "ok", "OK"
+        FAILED = "failed", "Failed"
+
+    id = models.BigAutoField(primary_key=True)
+    backup_id = models.CharField(max_length=64, help_text="The backup's name in the store.")
+    location = models.CharField(max_length=512, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True, help_text="Size of the encrypted dump.")
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "finished_at"], name="backup_record_status_done")]
+
+    def __str__(self) -> str:
+        return f"backup {self.backup_id} ({self.status})"
+
+
+class DrDrill(models.Model):
+    """One disaster-recovery drill: a backup restored into a scratch database and verified there."""
+
+    id = models.BigAutoField(primary_key=True)
+    backup_id = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    ok = models.BooleanField()
+    rto_seconds = models.FloatField(null=True, blank=True, help_text="Seconds the restore took (fetch, verify, load).")
+    rpo_seconds = models.FloatField(null=True, blank=True, help_text="Age of the backup when the drill began.")
+    scratch_database = models.CharField(max_length=128, blank=True)
+    problems = models.JSONField(default=list, blank=True)
+    report = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "DR drill"
+
+    def __str__(self) -> str:
+        return f"DR drill {self.started_at:%Y-%m-%d %H:%M} ({'ok' if self.ok else 'FAILED'})"
+
+
 class MaintenanceMode(models.Model):
     """The bank's read-only switch: one row (id 1), changed only by bankcore.maintenance.
 

