@@ -26,6 +26,7 @@ from transactions.models import (
     CustomerLimit,
     Entry,
     Hold,
+    LegacyRequest,
     IncomingCredit,
     Payment,
     PaymentActionRequest,
@@ -502,3 +503,24 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
     readonly_fields = [f.name for f in ReconciliationRun._meta.fields]
     ordering = ("-created_at",)
     inlines = [ReconciliationMismatchInline]
+
+
+@admin.register(LegacyRequest)
+class LegacyRequestAdmin(ReadOnlyAdmin):
+    """The legacy request journal: every 0200 sent to the core and its fate (read-only; open
+    rows are reversed by the `legacy_reversals_sweep` beat task)."""
+
+    list_display = (
+        "id",
+        "rrn",
+        "direction",
+        "legacy_iban",
+        "amount",
+        "currency",
+        "status",
+        "response_code",
+        "reversal_attempts",
+        "created_at",
+    )
+    list_filter = ("status", "direction", "currency")
+    search_fields = ("rrn", "legacy_account_number", "legacy_iban")

@@ -1,6 +1,7 @@
 from accounts.models.bank_accounts import BankAccount
 from accounts.models.contacts import ContactChange
 from accounts.models.devices import Device, DeviceChallenge
+from accounts.models.legacy_links import LegacyAccountLink
 from accounts.models.sessions import LoginSession, MfaChallenge
 from accounts.models.staff_requests import TwoFactorResetRequest
 from accounts.models.step_up import StepUpToken
@@ -12,6 +13,7 @@ __all__ = [
     "ContactChange",
     "Device",
     "DeviceChallenge",
+    "LegacyAccountLink",
     "LoginSession",
     "MfaChallenge",
     "StepUpToken",

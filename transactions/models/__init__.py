@@ -1,5 +1,6 @@
 from transactions.models.adjustments import AdjustmentRequest, ReversalRequest
 from transactions.models.ledger import Entry, Hold, Transaction
+from transactions.models.legacy import LegacyRequest
 from transactions.models.limits import CustomerLimit, LimitUsage
 from transactions.models.notices import LedgerNotice
 from transactions.models.payees import Beneficiary, StandingOrder, StandingOrderExecution
@@ -21,6 +22,7 @@ __all__ = [
     "Hold",
     "IncomingCredit",
     "LedgerNotice",
+    "LegacyRequest",
     "LimitUsage",
     "Payment",
     "PaymentActionRequest",
