@@ -525,6 +525,48 @@ CELERY_BEAT_SCHEDULE["ledger-notices-sweep"] = {
     "task": "transactions.tasks.sweep_ledger_notices",
     "schedule": timedelta(seconds=60),
 }
+# Settlement of payments to other banks (transactions/services/settlement.py).
+# The daily cut-off, a cron line in UTC ("minute hour day-of-month month day-of-week"): due
+# pending payments are batched into pain.001 messages and sent to the gateway.
+SETTLEMENT_CUTOFF = env.str("SETTLEMENT_CUTOFF", default="0 15 * * *")
+# Payments per pain.001 (one DB transaction forms one batch).
+SETTLEMENT_BATCH_MAX = env.int("SETTLEMENT_BATCH_MAX", default=2000)
+# Payments settled or rejected per DB transaction when a status report is applied.
+SETTLEMENT_APPLY_CHUNK = env.int("SETTLEMENT_APPLY_CHUNK", default=250)
+# Seconds between polls for a submitted batch's pain.002, and how many polls a task makes.
+SETTLEMENT_REPORT_POLL_SECONDS = env.int("SETTLEMENT_REPORT_POLL_SECONDS", default=30)
+SETTLEMENT_REPORT_MAX_POLLS = env.int("SETTLEMENT_REPORT_MAX_POLLS", default=120)
+# A batch step (submit, poll) quiet this long is re-driven by the sweep (its task was lost).
+SETTLEMENT_SWEEP_AFTER_SECONDS = env.int("SETTLEMENT_SWEEP_AFTER_SECONDS", default=120)
+SETTLEMENT_SWEEP_INTERVAL_SECONDS = env.int("SETTLEMENT_SWEEP_INTERVAL_SECONDS", default=60)
+# Operators are alerted (ERROR log, e-mail to staff) once about a payment open this long after
+# it became due. Above one cut-off interval, so a payment waiting for the next cut-off is fine.
+PAYMENT_PENDING_ALERT_AFTER = timedelta(hours=env.float("PAYMENT_PENDING_ALERT_AFTER_HOURS", default=26))
+_cutoff_fields = SETTLEMENT_CUTOFF.split()
+if len(_cutoff_fields) != 5:
+    raise ImproperlyConfigured(f"SETTLEMENT_CUTOFF must be a 5-field cron line, not {SETTLEMENT_CUTOFF!r}")
+CELERY_BEAT_SCHEDULE["settlement-cutoff"] = {
+    "task": "transactions.tasks.run_settlement",
+    "schedule": crontab(
+        minute=_cutoff_fields[0],
+        hour=_cutoff_fields[1],
+        day_of_month=_cutoff_fields[2],
+        month_of_year=_cutoff_fields[3],
+        day_of_week=_cutoff_fields[4],
+    ),
+}
+CELERY_BEAT_SCHEDULE["settlement-sweep"] = {
+    "task": "transactions.tasks.sweep_settlement",
+    "schedule": timedelta(seconds=SETTLEMENT_SWEEP_INTERVAL_SECONDS),
+}
+# Every settlement task on the settlement queue (transactions.tasks.* goes there already;
+# named so a change of that wildcard cannot move them by accident).
+CELERY_TASK_ROUTES.update(
+    {
+        f"transactions.tasks.{name}": {"queue": "settlement"}
+        for name in ("run_settlement", "submit_settlement_batch", "apply_settlement_report", "sweep_settlement")
+    }
+)
 
 # --- identity -----------------------------------------------------------------------
 # Bearer JWTs whose login session must still be live (logout, refresh-token reuse,

@@ -102,8 +102,8 @@ def create_accounts(count: int, label: str) -> list[tuple[str, str, str]]:
         # transaction quadratic. verify_ledger at the end proves the load balanced.
         cur.execute("SET LOCAL session_replication_role = replica")
         cur.executemany(
-            "INSERT INTO accounts_bankaccount (id, owner_id, name, kind, currency, status, iban, balance,"
-            " overdraft_limit, created_at) VALUES (%s, %s, 'Bench', 'current', 'EUR', 'active', %s, %s, 0, now())",
+            "INSERT INTO accounts_bankaccount (id, owner_id, name, kind, currency, status, iban, balance, held,"
+            " overdraft_limit, created_at) VALUES (%s, %s, 'Bench', 'current', 'EUR', 'active', %s, %s, 0, 0, now())",
             [(account_id, user_id, iban, START_BALANCE) for user_id, account_id, iban in rows],
         )
         cur.execute(

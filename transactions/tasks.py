@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 from celery import shared_task
+from django.conf import settings
 from django.contrib.auth import get_user_model
+
+from integrations.gateway.errors import GatewayRejected, GatewayUnavailable
 
 
 @shared_task
@@ -41,11 +47,89 @@ def sweep_ledger_notices() -> int:
     return notices_sweep()
 
 
+# --- settlement (queue `settlement`): ids in, one service call each; the sweep re-drives losses ---
+
+
+@shared_task(acks_late=True)
+def run_settlement() -> list[str]:
+    """Beat, at the cut-off: form the due payments' batches, then send each (one task per batch)."""
+    from transactions.services.settlement import settlement_form_batches
+
+    batches = settlement_form_batches()
+    for batch in batches:  # formed and committed: a lost enqueue is re-driven by the sweep
+        submit_settlement_batch.delay(str(batch.pk))
+    return [str(batch.pk) for batch in batches]
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(GatewayUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=10,
+)
+def submit_settlement_batch(self: Any, batch_id: str) -> str:
+    """Send a formed batch; on its receipt, start polling for the status report.
+
+    GatewayUnavailable (outcome unknown) retries with backoff: the same message id, which the
+    gateway deduplicates. A refusal (4xx) is logged, alerted and left to the sweep's back-off.
+    """
+    from transactions.services.settlement import settlement_submit
+
+    try:
+        result = settlement_submit(batch_id=UUID(batch_id))
+    except GatewayRejected:
+        return "refused"
+    if result.recorded:
+        apply_settlement_report.apply_async((batch_id,), countdown=settings.SETTLEMENT_REPORT_POLL_SECONDS)
+    return str(result.batch.status)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(GatewayUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=10,
+)
+def apply_settlement_report(self: Any, batch_id: str) -> str:
+    """Fetch the batch's status report and settle or reject its payments; poll again until every
+    payment is final (bounded: the sweep takes over after SETTLEMENT_REPORT_MAX_POLLS)."""
+    from transactions.services.settlement import ReportOutcome, settlement_apply_report
+
+    result = settlement_apply_report(batch_id=UUID(batch_id))
+    if result.outcome == ReportOutcome.RESUBMIT:
+        submit_settlement_batch.delay(batch_id)
+    elif result.outcome == ReportOutcome.NOT_READY:
+        raise self.retry(
+            countdown=settings.SETTLEMENT_REPORT_POLL_SECONDS, max_retries=settings.SETTLEMENT_REPORT_MAX_POLLS
+        )
+    return str(result.outcome)
+
+
+@shared_task(acks_late=True)
+def sweep_settlement() -> dict:
+    """Beat, every minute: re-drive formed and submitted batches whose task was lost, form a
+    missed cut-off's batches, alert operators about payments open too long."""
+    from transactions.services.settlement import settlement_sweep
+
+    result = settlement_sweep()
+    for batch_id in result.submit:
+        submit_settlement_batch.delay(str(batch_id))
+    for batch_id in result.poll:
+        apply_settlement_report.delay(str(batch_id))
+    return {"submit": len(result.submit), "poll": len(result.poll), "formed": result.formed, "alerted": result.alerted}
+
+
 # --- legacy core: store-and-forward reversals (transactions/services/legacy_transfers.py) ---
 
 
 @shared_task(bind=True, acks_late=True, max_retries=12)
-def legacy_reversal_retry(self, request_id: int) -> str:  # type: ignore[no-untyped-def]
+def legacy_reversal_retry(self: Any, request_id: int) -> str:
     """Reverse one legacy request (0400) until the core acknowledges it; retried with backoff,
     then left to the beat sweep (which also finds rows whose task was lost with a worker)."""
     from transactions.services.legacy_transfers import legacy_request_reverse

@@ -27,7 +27,9 @@ Fault switches live in memory only (a restarted simulator starts without faults)
 `delay_seconds` (sleep before answering a business request), `fail_next` (the next N business
 requests answer `fail_status`, default 503), `reject_iban_pattern` + `reject_reason`,
 `duplicate_webhooks` (every new credit is delivered twice), `crash_after_accept` (journal the
-next new pain.001, then die with os._exit before answering), `report_delay_seconds`.
+next new pain.001, then die with os._exit before answering), `report_delay_seconds`,
+`answer_delay_seconds` (journal a new pain.001, then sleep before answering: the sender can be
+killed while the gateway already has the message).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class Faults:
     duplicate_webhooks: bool = False
     crash_after_accept: bool = False
     report_delay_seconds: float = 0.0
+    # Sleep AFTER journalling a new pain.001, before answering: the message is accepted (and
+    # survives) while the sender still waits for its receipt (delay_seconds sleeps before).
+    answer_delay_seconds: float = 0.0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply the given switches (ValueError on an unknown one or a bad value)."""
@@ -548,6 +553,10 @@ class _Handler(BaseHTTPRequestHandler):
                 except InvalidMessage as exc:
                     self._send(400, str(exc)[:500].encode())
                     return
+                with sim.lock:
+                    answer_delay = sim.faults.answer_delay_seconds
+                if status == 202 and answer_delay > 0:  # journalled already: the answer is late
+                    time.sleep(answer_delay)
                 self._json(status, receipt)
             elif url.path == "/_control/faults":
                 with sim.lock:

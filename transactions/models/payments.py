@@ -41,6 +41,11 @@ class SettlementBatch(models.Model):
     status_report = models.TextField(blank=True, help_text="The gateway's pain.002, as received.")
     submit_attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=255, blank=True)
+    # The sweep re-drives the batch's next step (submit or poll) only after this: a batch the
+    # gateway refused (4xx) backs off instead of being resubmitted every minute.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Staff were told the gateway refused this batch (once per batch).
+    alerted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
     submitted_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -94,6 +99,8 @@ class Payment(models.Model):
     transaction = models.OneToOneField(Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    # Operators were alerted that this payment stayed open too long (once per payment).
+    alerted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         permissions = [

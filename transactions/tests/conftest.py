@@ -5,6 +5,7 @@ from rest_framework.test import APIClient
 
 from accounts.tests.factories import authenticated_client
 from transactions.tests.factories import CustomerFactory
+from transactions.tests.gateway_fixture import gateway, gateway_simulator, settlement_worker  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0007_legacy_account_links'),
-        ('transactions', '0014_ledger_lock_transfer_held_column'),
+        ('transactions', '0015_settlement_retry_and_alert_marks'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
