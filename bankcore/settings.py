@@ -584,9 +584,15 @@ AUTH_PASSWORD_VALIDATORS[0] = {
 # its 0200 leaves, while the customer's request still runs in its own, uncommitted transaction
 # on "default" (bankcore/idempotency.py). Same settings as default; in tests a mirror of default
 # (its own connection to the test database, never created or flushed on its own).
+# Its lock_timeout turns a journal write that would wait for the request's own transaction (a
+# bug: the journal must never touch rows that transaction locks) into an error, not a hang.
 DATABASES["journal"] = {
     **DATABASES["default"],
     "CONN_MAX_AGE": 0,
+    "OPTIONS": {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "options": "-c lock_timeout=5000",
+    },
     "TEST": {"MIRROR": "default"},
 }
 # The legacy bank's German bank code (BLZ): an IBAN with it names an account on the core

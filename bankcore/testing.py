@@ -50,7 +50,6 @@ def database_app_role() -> str:
 def use_database_role(user: str) -> None:
     """Point the default connection at `user` from its next query on (closes the current one)."""
     from django.conf import settings
-
     from django.db import connections
 
     connection.close()

@@ -168,9 +168,7 @@ def legacy_balances(*, links: list[LegacyAccountLink]) -> list[LegacyAccountBala
             result.append(LegacyAccountBalance(link, b.ledger, b.available, b.as_of, False, status))
         elif key in cached:
             ledger, available, as_of = cached[key]
-            result.append(
-                LegacyAccountBalance(link, ledger, available, datetime.fromisoformat(as_of), False, status)
-            )
+            result.append(LegacyAccountBalance(link, ledger, available, datetime.fromisoformat(as_of), False, status))
         else:
             result.append(LegacyAccountBalance(link, link.last_ledger, link.last_available, link.as_of, True, status))
     return result
@@ -182,7 +180,6 @@ def customer_legacy_link(*, customer: Any, link_id: Any) -> LegacyAccountLink | 
         return LegacyAccountLink.objects.filter(customer=customer, pk=link_id).first()
     except (ValueError, TypeError):
         return None
-
 
 
 def _cache_key(account_number: str) -> str:

@@ -48,6 +48,7 @@ from transactions.selectors import (
     customer_transfers,
     history_page,
 )
+from transactions.services.legacy_transfers import is_legacy_iban, transfer_from_legacy, transfer_to_legacy
 from transactions.services.limits import limits_for
 from transactions.services.payees import (
     beneficiary_create,
@@ -55,7 +56,6 @@ from transactions.services.payees import (
     standing_order_cancel,
     standing_order_create,
 )
-from transactions.services.legacy_transfers import is_legacy_iban, transfer_from_legacy, transfer_to_legacy
 from transactions.services.transfers import transfer_create
 from transactions.statements import owner_display_name, statement_csv, statement_pdf
 

@@ -30,8 +30,15 @@ class LegacyRequest(models.Model):
         REVERSAL_PENDING = "reversal_pending", "Reversal pending (store-and-forward)"
         REVERSED = "reversed", "Reversed at the core"
 
+    # No database foreign keys to rows the customer's request locks or creates (the customer, the
+    # bankcore account, the hold): the journal connection inserts this row while that request's
+    # transaction holds those rows FOR UPDATE (or has not committed them), and a key check would
+    # wait for it - a wait on ourselves. The ids are recorded; the posting is linked in that
+    # transaction itself (`transaction`), with a real constraint.
     id = models.BigAutoField(primary_key=True)
-    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
     direction = models.CharField(max_length=16, choices=Direction.choices)
     # The legacy side: the core's account number and its IBAN; the link when the account is linked.
     link = models.ForeignKey(
@@ -40,7 +47,9 @@ class LegacyRequest(models.Model):
     legacy_account_number = models.CharField(max_length=10)
     legacy_iban = models.CharField(max_length=34)
     # The bankcore side: the customer's source account (to_legacy) or the destination (from_legacy).
-    bankcore_account = models.ForeignKey("accounts.BankAccount", on_delete=models.PROTECT, related_name="+")
+    bankcore_account = models.ForeignKey(
+        "accounts.BankAccount", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     description = models.CharField(max_length=140, blank=True)
@@ -49,7 +58,9 @@ class LegacyRequest(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.SENT)
     response_code = models.CharField(max_length=2, blank=True)
     approval_code = models.CharField(max_length=6, blank=True)
-    hold = models.ForeignKey(Hold, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    hold = models.ForeignKey(
+        Hold, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
     transaction = models.OneToOneField(
         Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="legacy_request"
     )

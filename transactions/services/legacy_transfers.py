@@ -55,7 +55,7 @@ from bankcore.api.exceptions import ServiceUnavailable
 from bankcore.audit import audit_event
 from bankcore.money import format_amount
 from integrations.legacy.client import default_client
-from integrations.legacy.errors import LegacyError, LegacyUnavailable
+from integrations.legacy.errors import LegacyError
 from integrations.legacy.messages import LegacyResult, OriginalRequest
 from notifications.events import Event
 from transactions.exceptions import (
@@ -208,7 +208,7 @@ def _enqueue_reversal(request_id: int) -> None:
 
     try:
         app.send_task(REVERSAL_TASK, args=(request_id,), countdown=1)
-    except Exception:  # noqa: BLE001 - the sweep is the safety net; the customer gets 503 regardless
+    except Exception:
         logger.exception("legacy request %s: could not enqueue its reversal; the sweep will", request_id)
 
 
@@ -354,7 +354,9 @@ def transfer_from_legacy(
         if target is None or target.kind == BankAccount.Kind.INTERNAL or target.status == BankAccount.Status.CLOSED:
             raise UnknownDestination(details={"destination": ["No open account at this bank has this IBAN."]})
         if link.currency != currency or target.currency != currency:
-            raise CurrencyMismatch(details={"source": link.currency, "destination": target.currency, "currency": currency})
+            raise CurrencyMismatch(
+                details={"source": link.currency, "destination": target.currency, "currency": currency}
+            )
         check_limits(limits=limits, amount=amount)
         if target.status != BankAccount.Status.ACTIVE:
             raise AccountFrozen()
@@ -463,13 +465,17 @@ def legacy_request_reverse(*, request_id: int) -> ReversalOutcome:
         except LegacyError as exc:
             return _reversal_failed(row, now=now, error=str(exc))
         if not result.acknowledged:
-            return _reversal_failed(row, now=now, error=f"0410 answered {result.response_code}", code=result.response_code)
+            return _reversal_failed(
+                row, now=now, error=f"0410 answered {result.response_code}", code=result.response_code
+            )
         row.status = LegacyRequest.Status.REVERSED
         row.reversal_response_code = result.response_code
         row.reversal_attempts += 1
         row.next_attempt_at = None
         row.updated_at = now
-        row.save(update_fields=["status", "reversal_response_code", "reversal_attempts", "next_attempt_at", "updated_at"])
+        row.save(
+            update_fields=["status", "reversal_response_code", "reversal_attempts", "next_attempt_at", "updated_at"]
+        )
         if result.balance is not None:
             legacy_link_record_balance(account_number=row.legacy_account_number, balance=result.balance)
         logger.info("legacy request %s (rrn %s) reversed at the core (%s)", row.pk, row.rrn, result.response_code)
