@@ -30,7 +30,10 @@ class BankAccountOutput(serializers.Serializer):
     overdraft_limit = serializers.SerializerMethodField()
     status = serializers.CharField()
     created_at = serializers.DateTimeField()
-    source = serializers.SerializerMethodField(help_text="`bankcore`, or `legacy` for an account on the legacy core.")
+    # A field named "source" (DRF's Field has an attribute of that name; the declared field wins).
+    source = serializers.SerializerMethodField(  # type: ignore[assignment]
+        help_text="`bankcore`, or `legacy` for an account on the legacy core."
+    )
     stale = serializers.SerializerMethodField(help_text="True when the balance is the last known one (core down).")
     as_of = serializers.SerializerMethodField(help_text="When the balance was read.")
 
@@ -68,7 +71,7 @@ class LegacyAccountOutput(serializers.Serializer):
     overdraft_limit = serializers.SerializerMethodField()
     status = serializers.CharField()
     created_at = serializers.DateTimeField(source="link.created_at")
-    source = serializers.SerializerMethodField()
+    source = serializers.SerializerMethodField()  # type: ignore[assignment]
     stale = serializers.BooleanField()
     as_of = serializers.DateTimeField(allow_null=True)
 
@@ -124,7 +127,7 @@ class TransferOutput(serializers.Serializer):
         legacy = legacy_request_of(transfer)
         if legacy is not None and legacy.direction == legacy.Direction.TO_LEGACY:
             return legacy.legacy_iban
-        return str(transfer.destination_account.iban)
+        return transfer.destination_account.iban if transfer.destination_account is not None else ""
 
 
 class CounterpartyOutput(serializers.Serializer):

@@ -320,6 +320,7 @@ def test_worker_killed_while_its_reversal_is_in_flight_reverses_exactly_once_aft
 
 _SEND_IN_A_CHILD = """
 import sys
+import uuid
 import django
 django.setup()
 from django.db import transaction
@@ -327,8 +328,8 @@ from accounts.models import User
 from transactions.services.legacy_transfers import transfer_to_legacy
 user = User.objects.get(pk=sys.argv[1])
 with transaction.atomic():
-    transfer_to_legacy(user=user, source_account_id=sys.argv[2], destination_iban=sys.argv[3], amount=int(sys.argv[4]),
-                       currency="EUR")
+    transfer_to_legacy(user=user, source_account_id=uuid.UUID(sys.argv[2]), destination_iban=sys.argv[3],
+                       amount=int(sys.argv[4]), currency="EUR")
 print("posted")
 """
 
@@ -342,7 +343,7 @@ def test_request_process_killed_after_sending_its_0200_leaves_no_effect_anywhere
     number = legacy_account(core, 1_000)
     credits = core.state()["credits_applied"]
     core.faults(latency_seconds=30)  # the 0200 is applied; its answer would come in 30 s
-    child = subprocess.Popen(  # noqa: S603 - our own interpreter and code
+    child = subprocess.Popen(
         [sys.executable, "-c", _SEND_IN_A_CHILD, str(customer.pk), str(source.pk), legacy_iban(number), "4000"],
         cwd=BASE_DIR,
         env=process_env(LEGACY_CORE_ADDRESS=core.address, LEGACY_CORE_TIMEOUT="60"),
@@ -416,7 +417,7 @@ def test_reconcile_legacy_passes_clean_and_lists_a_planted_difference(core: Lega
         legacy_account_link(customer=customer, account_number=number)
     assert post_transfer(client_for(customer), source.pk, legacy_iban(numbers[0]), "5.00").status_code == 201
 
-    out = subprocess.run(  # noqa: S603 - manage.py as operators run it
+    out = subprocess.run(
         [sys.executable, "manage.py", "reconcile_legacy"],
         cwd=BASE_DIR,
         env=process_env(LEGACY_CORE_ADDRESS=core.address),
