@@ -537,8 +537,11 @@ def legacy_open_requests() -> list[LegacyRequest]:
 
 def legacy_request_of(journal: Transaction) -> LegacyRequest | None:
     """The legacy request of a posting, when the relation was loaded (never a query)."""
-    if Transaction.legacy_request.is_cached(journal):  # type: ignore[attr-defined]
-        return journal.legacy_request  # type: ignore[no-any-return]
+    related = Transaction.legacy_request.related  # type: ignore[attr-defined]
+    # select_related caches None for "no legacy request"; the descriptor would raise on it.
+    if related.is_cached(journal):
+        cached: LegacyRequest | None = related.get_cached_value(journal)
+        return cached
     return None
 
 
