@@ -540,7 +540,7 @@ def legacy_request_of(journal: Transaction) -> LegacyRequest | None:
     related = Transaction.legacy_request.related  # type: ignore[attr-defined]
     # select_related caches None for "no legacy request"; the descriptor would raise on it.
     if related.is_cached(journal):
-        cached: LegacyRequest | None = related.get_cached_value(journal)
+        cached: LegacyRequest | None = related.get_cached_value(journal)  # type: ignore[assignment]
         return cached
     return None
 
