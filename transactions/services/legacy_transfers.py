@@ -224,6 +224,11 @@ def _in_transaction(work: Any) -> Any:
         return work()
 
 
+def _require_core() -> None:
+    if not settings.LEGACY_CORE_ADDRESS:  # not configured: as if the core were down
+        raise LegacyCoreUnavailable()
+
+
 def is_legacy_iban(iban: str) -> bool:
     return legacy_account_number_of(iban) is not None
 
@@ -249,6 +254,7 @@ def transfer_to_legacy(
     account_number = legacy_account_number_of(destination_iban)
     if account_number is None:
         raise UnknownDestination(details={"destination": ["Not an account on the legacy core."]})
+    _require_core()
     link = LegacyAccountLink.objects.filter(account_number=account_number).first()
 
     def work() -> Transaction:
@@ -343,6 +349,7 @@ def transfer_from_legacy(
     link = LegacyAccountLink.objects.filter(customer=user, pk=link_id).first()
     if link is None:
         raise AccountNotFound()
+    _require_core()
     if link.iban == destination_iban:
         raise SameAccount()
 
