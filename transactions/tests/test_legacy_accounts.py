@@ -71,6 +71,7 @@ def purged_broker() -> Iterator[None]:
 
 
 def worker(core: LegacyCoreProcess, **env: str) -> CeleryWorker:
+    """A Celery worker (not started: `with worker(core):` starts and stops it) on the simulator."""
     values = {
         "LEGACY_CORE_ADDRESS": core.address,
         "LEGACY_CORE_TIMEOUT": "2",
@@ -78,7 +79,7 @@ def worker(core: LegacyCoreProcess, **env: str) -> CeleryWorker:
         "LEGACY_REQUEST_STALE_SECONDS": "1",
     }
     values.update(env)
-    return CeleryWorker(env=process_env(**values)).start()
+    return CeleryWorker(env=process_env(**values))
 
 
 def legacy_account(core: LegacyCoreProcess, balance: int, currency: str = "EUR") -> str:
@@ -297,7 +298,7 @@ def test_worker_killed_while_its_reversal_is_in_flight_reverses_exactly_once_aft
     reversals = core.state()["reversals_applied"]
     # Every answer now waits 30 s: the worker's 0400 is applied at the core, its answer is not back.
     core.faults(approve_after_timeout=0, latency_seconds=30)
-    first = worker(core, LEGACY_CORE_TIMEOUT="60")
+    first = worker(core, LEGACY_CORE_TIMEOUT="60").start()
     try:
         wait_for(lambda: core.rrn(row.rrn)["reversal"] is not None, what="the 0400 at the core")
         first.kill()  # SIGKILL between the core applying the 0400 and the worker recording it
