@@ -680,3 +680,39 @@ AUTH_PASSWORD_VALIDATORS[0] = {
     "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
     "OPTIONS": {"user_attributes": ("email", "full_name", "phone")},
 }
+
+# --- Legacy accounts in the app (issue 15: linked accounts, transfers, reversals) --------
+# A second connection to the SAME database, for the legacy request journal
+# (transactions.services.legacy_transfers): a LegacyRequest row is committed through it before
+# its 0200 leaves, while the customer's request still runs in its own, uncommitted transaction
+# on "default" (bankcore/idempotency.py). Same settings as default; in tests a mirror of default
+# (its own connection to the test database, never created or flushed on its own).
+# Its lock_timeout turns a journal write that would wait for the request's own transaction (a
+# bug: the journal must never touch rows that transaction locks) into an error, not a hang.
+DATABASES["journal"] = {
+    **DATABASES["default"],
+    "CONN_MAX_AGE": 0,
+    "OPTIONS": {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "options": "-c lock_timeout=5000",
+    },
+    "TEST": {"MIRROR": "default"},
+}
+# The legacy bank's German bank code (BLZ): an IBAN with it names an account on the core
+# (its last 10 digits are the core's account number). The simulator's is the default.
+LEGACY_BANK_CODE = env.str("LEGACY_BANK_CODE", default="20050550")
+# Seconds a legacy balance read through the connector is served from the cache.
+LEGACY_BALANCE_CACHE_SECONDS = env.int("LEGACY_BALANCE_CACHE_SECONDS", default=15)
+# Longest the account list waits for the core's balances in total; later ones show stale.
+LEGACY_BALANCE_WAIT_SECONDS = env.float("LEGACY_BALANCE_WAIT_SECONDS", default=1.5)
+# A legacy request that is neither finished nor held by a running request after this many
+# seconds is reversed by the sweep (well above LEGACY_CORE_TIMEOUT).
+LEGACY_REQUEST_STALE_SECONDS = env.float("LEGACY_REQUEST_STALE_SECONDS", default=30.0)
+# Reversal retries: first delay, cap, and the attempt after which operators are alerted.
+LEGACY_REVERSAL_RETRY_SECONDS = env.float("LEGACY_REVERSAL_RETRY_SECONDS", default=5.0)
+LEGACY_REVERSAL_RETRY_MAX_SECONDS = env.float("LEGACY_REVERSAL_RETRY_MAX_SECONDS", default=600.0)
+LEGACY_REVERSAL_ALERT_AFTER = env.int("LEGACY_REVERSAL_ALERT_AFTER", default=5)
+CELERY_BEAT_SCHEDULE["legacy-reversals-sweep"] = {
+    "task": "transactions.tasks.legacy_reversals_sweep",
+    "schedule": timedelta(seconds=60),
+}

@@ -50,10 +50,18 @@ def database_app_role() -> str:
 def use_database_role(user: str) -> None:
     """Point the default connection at `user` from its next query on (closes the current one)."""
     from django.conf import settings
+    from django.db import connections
 
     connection.close()
     connection.settings_dict["USER"] = user
     settings.DATABASES[connection.alias]["USER"] = user
+    # Aliases that are second connections to the same database (test mirrors of default, e.g.
+    # the legacy request journal) log in as the same role.
+    for alias in connections:
+        other = connections[alias]
+        if alias != connection.alias and other.settings_dict.get("TEST", {}).get("MIRROR") == connection.alias:
+            other.close()
+            other.settings_dict["USER"] = user
 
 
 def setup_app_role() -> None:

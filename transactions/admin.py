@@ -29,6 +29,7 @@ from transactions.models import (
     Entry,
     Hold,
     IncomingCredit,
+    LegacyRequest,
     Payment,
     PaymentActionRequest,
     PaymentEvent,
@@ -527,3 +528,24 @@ class CategoryRuleAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CategoryRule]) -> None:
         for rule in queryset.order_by("pk"):
             category_rule_delete(rule=rule, actor=request.user)
+
+
+@admin.register(LegacyRequest)
+class LegacyRequestAdmin(ReadOnlyAdmin):
+    """The legacy request journal: every 0200 sent to the core and its fate (read-only; open
+    rows are reversed by the `legacy_reversals_sweep` beat task)."""
+
+    list_display = (
+        "id",
+        "rrn",
+        "direction",
+        "legacy_iban",
+        "amount",
+        "currency",
+        "status",
+        "response_code",
+        "reversal_attempts",
+        "created_at",
+    )
+    list_filter = ("status", "direction", "currency")
+    search_fields = ("rrn", "legacy_account_number", "legacy_iban")

@@ -87,7 +87,7 @@ def customer_transfers(*, user: Any) -> QuerySet[Transaction]:
     """Transfers the customer sent (from any of their accounts)."""
     return Transaction.objects.filter(
         source_account__owner=user, kind__in=(Transaction.Kind.TRANSFER, Transaction.Kind.STANDING_ORDER)
-    ).select_related("destination_account")
+    ).select_related("destination_account", "legacy_request")
 
 
 def customer_transfer(*, user: Any, transfer_id: UUID | str) -> Transaction:

@@ -137,3 +137,29 @@ def sweep_settlement() -> dict | str:
     for batch_id in result.poll:
         apply_settlement_report.delay(str(batch_id))
     return {"submit": len(result.submit), "poll": len(result.poll), "formed": result.formed, "alerted": result.alerted}
+
+
+# --- legacy core: store-and-forward reversals (transactions/services/legacy_transfers.py) ---
+
+
+@shared_task(bind=True, acks_late=True, max_retries=12)
+def legacy_reversal_retry(self: Any, request_id: int) -> str:
+    """Reverse one legacy request (0400) until the core acknowledges it; retried with backoff,
+    then left to the beat sweep (which also finds rows whose task was lost with a worker)."""
+    from transactions.services.legacy_transfers import legacy_request_reverse
+
+    outcome = legacy_request_reverse(request_id=request_id)
+    if not outcome.done and self.request.retries < self.max_retries:
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.reason
+
+
+@shared_task
+def legacy_reversals_sweep() -> int:
+    """Beat, every minute: enqueue a reversal for every legacy request that needs one now."""
+    from transactions.services.legacy_transfers import legacy_reversals_due
+
+    due = legacy_reversals_due()
+    for request_id in due:
+        legacy_reversal_retry.delay(request_id)
+    return len(due)

@@ -2,6 +2,7 @@ from accounts.models.bank_accounts import BankAccount
 from accounts.models.contacts import ContactChange
 from accounts.models.devices import Device, DeviceChallenge
 from accounts.models.legacy import LegacyAccount, LegacyCustomer
+from accounts.models.legacy_links import LegacyAccountLink
 from accounts.models.sessions import LoginSession, MfaChallenge
 from accounts.models.staff_requests import TwoFactorResetRequest
 from accounts.models.step_up import StepUpToken
@@ -14,6 +15,7 @@ __all__ = [
     "Device",
     "DeviceChallenge",
     "LegacyAccount",
+    "LegacyAccountLink",
     "LegacyCustomer",
     "LoginSession",
     "MfaChallenge",

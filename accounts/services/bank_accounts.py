@@ -21,6 +21,8 @@ INTERNAL_ACCOUNTS = {
     "suspense": "Suspense",
     "migration": "Migration",
     "adjustments": "Manual adjustments",
+    # Money on its way to or from the legacy core (transfers with a legacy account).
+    "legacy_clearing": "Legacy core clearing",
 }
 _IBAN_ATTEMPTS = 10
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import BankAccount
+from accounts.services.legacy_links import LegacyAccountBalance
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import IBANField, MoneyInputSerializer
 from transactions.models import Category, Entry, Transaction
 from transactions.selectors import counterparty_of
 from transactions.services.ledger import available_balance
+from transactions.services.legacy_transfers import legacy_request_of
 
 
 class BankAccountOutput(serializers.Serializer):
@@ -26,15 +30,64 @@ class BankAccountOutput(serializers.Serializer):
     overdraft_limit = serializers.SerializerMethodField()
     status = serializers.CharField()
     created_at = serializers.DateTimeField()
+    # A field named "source" (DRF's Field has an attribute of that name; the declared field wins).
+    source = serializers.SerializerMethodField(  # type: ignore[assignment]
+        help_text="`bankcore`, or `legacy` for an account on the legacy core."
+    )
+    stale = serializers.SerializerMethodField(help_text="True when the balance is the last known one (core down).")
+    as_of = serializers.SerializerMethodField(help_text="When the balance was read.")
 
     def get_balance(self, account: BankAccount) -> str:
         return format_amount(account.balance, account.currency)
+
+    def get_source(self, account: BankAccount) -> str:
+        return "bankcore"
+
+    def get_stale(self, account: BankAccount) -> bool:
+        return False
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_as_of(self, account: BankAccount) -> str:
+        # The ledger's balances are current by definition.
+        return str(serializers.DateTimeField().to_representation(self.context.get("now") or timezone.now()))
 
     def get_available(self, account: BankAccount) -> str:
         return format_amount(available_balance(account), account.currency)
 
     def get_overdraft_limit(self, account: BankAccount) -> str:
         return format_amount(account.overdraft_limit, account.currency)
+
+
+class LegacyAccountOutput(serializers.Serializer):
+    """A linked account on the legacy core, in the same shape as bankcore's accounts."""
+
+    id = serializers.UUIDField(source="link.id", help_text="The link's id.")
+    number = serializers.CharField(source="link.iban", help_text="The IBAN.")
+    name = serializers.CharField(source="link.name")
+    kind = serializers.CharField(source="link.kind")
+    currency = serializers.CharField(source="link.currency")
+    balance = serializers.SerializerMethodField(help_text="Ledger balance at the core; null if never read.")
+    available = serializers.SerializerMethodField()
+    overdraft_limit = serializers.SerializerMethodField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField(source="link.created_at")
+    source = serializers.SerializerMethodField()  # type: ignore[assignment]
+    stale = serializers.BooleanField()
+    as_of = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_balance(self, item: LegacyAccountBalance) -> str | None:
+        return None if item.ledger is None else format_amount(item.ledger, item.link.currency)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_available(self, item: LegacyAccountBalance) -> str | None:
+        return None if item.available is None else format_amount(item.available, item.link.currency)
+
+    def get_overdraft_limit(self, item: LegacyAccountBalance) -> str:
+        return format_amount(0, item.link.currency)
+
+    def get_source(self, item: LegacyAccountBalance) -> str:
+        return "legacy"
 
 
 class BankAccountInput(serializers.Serializer):
@@ -53,8 +106,8 @@ class TransferInput(MoneyInputSerializer):
 class TransferOutput(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.CharField()
-    source_account = serializers.UUIDField(source="source_account_id")
-    destination = serializers.CharField(source="destination_account.iban")
+    source_account = serializers.SerializerMethodField(help_text="The account id (a linked legacy account's id).")
+    destination = serializers.SerializerMethodField(help_text="The destination IBAN.")
     amount = serializers.SerializerMethodField()
     currency = serializers.CharField()
     description = serializers.CharField()
@@ -62,6 +115,19 @@ class TransferOutput(serializers.Serializer):
 
     def get_amount(self, transfer: Transaction) -> str:
         return format_amount(transfer.amount or 0, transfer.currency)
+
+    @extend_schema_field(OpenApiTypes.UUID)
+    def get_source_account(self, transfer: Transaction) -> str:
+        legacy = legacy_request_of(transfer)
+        if legacy is not None and legacy.direction == legacy.Direction.FROM_LEGACY:
+            return str(legacy.link_id)
+        return str(transfer.source_account_id)
+
+    def get_destination(self, transfer: Transaction) -> str:
+        legacy = legacy_request_of(transfer)
+        if legacy is not None and legacy.direction == legacy.Direction.TO_LEGACY:
+            return legacy.legacy_iban
+        return transfer.destination_account.iban if transfer.destination_account is not None else ""
 
 
 class CounterpartyOutput(serializers.Serializer):

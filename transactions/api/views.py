@@ -8,6 +8,7 @@ from typing import Any
 
 from django.http import FileResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import is_naive, make_aware
 from drf_spectacular.types import OpenApiTypes
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.services.bank_accounts import bank_account_open
+from accounts.services.legacy_links import customer_legacy_link, customer_legacy_links, legacy_balances
 from bankcore.api.pagination import KeysetPagination, decode_cursor, encode_cursor, parse_limit
 from bankcore.db.replica import reads_pinned
 from bankcore.idempotency import idempotent
@@ -30,6 +32,7 @@ from transactions.api.serializers import (
     BeneficiaryInput,
     BeneficiaryOutput,
     HistoryEntryOutput,
+    LegacyAccountOutput,
     LimitsOutput,
     StandingOrderInput,
     StandingOrderOutput,
@@ -47,6 +50,7 @@ from transactions.selectors import (
     history_page,
 )
 from transactions.services.insights import entry_categories
+from transactions.services.legacy_transfers import is_legacy_iban, transfer_from_legacy, transfer_to_legacy
 from transactions.services.limits import limits_for
 from transactions.services.payees import (
     beneficiary_create,
@@ -97,12 +101,17 @@ class BankAccountListCreate(APIView):
         operation_id="accounts_list",
         parameters=PAGE_PARAMETERS,
         responses=paginated(BankAccountOutput),
-        summary="The caller's accounts, newest first",
+        summary="The caller's accounts, newest first; then, on the first page, linked legacy accounts",
     )
     def get(self, request: Request) -> Response:
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(customer_accounts(user=request.user), request, view=self)
-        return paginator.get_paginated_response(BankAccountOutput(page, many=True).data)
+        results = list(BankAccountOutput(page, many=True, context={"now": timezone.now()}).data)
+        if not request.query_params.get("cursor"):
+            # Accounts on the legacy core (few per customer): after bankcore's, on the first page.
+            links = customer_legacy_links(customer=request.user)
+            results += LegacyAccountOutput(legacy_balances(links=links), many=True).data
+        return paginator.get_paginated_response(results)
 
     @extend_schema(request=BankAccountInput, responses={201: BankAccountOutput}, summary="Open an account")
     def post(self, request: Request) -> Response:
@@ -115,7 +124,14 @@ class BankAccountListCreate(APIView):
 class BankAccountDetail(APIView):
     @extend_schema(responses=BankAccountOutput, summary="One of the caller's accounts")
     def get(self, request: Request, account_id: Any) -> Response:
-        return Response(BankAccountOutput(customer_account(user=request.user, account_id=account_id)).data)
+        try:
+            account = customer_account(user=request.user, account_id=account_id)
+        except AccountNotFound:
+            link = customer_legacy_link(customer=request.user, link_id=account_id)
+            if link is None:
+                raise
+            return Response(LegacyAccountOutput(legacy_balances(links=[link])[0]).data)
+        return Response(BankAccountOutput(account).data)
 
 
 class AccountHistory(APIView):
@@ -232,6 +248,10 @@ class TransferListCreate(APIView):
                 description="`insufficient_funds`, `account_frozen`, `currency_mismatch`, `same_account`, "
                 "`limit_exceeded`, `idempotency_key_reused`"
             ),
+            503: OpenApiResponse(
+                description="`unavailable`: the legacy core did not answer (a transfer with a legacy account); "
+                "nothing was booked - retry with the same Idempotency-Key"
+            ),
         },
     )
     @idempotent
@@ -239,15 +259,24 @@ class TransferListCreate(APIView):
         data = TransferInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        transfer = transfer_create(
-            user=request.user,
-            source_account_id=values["source_account"],
-            destination_iban=values["destination"],
-            amount=values["amount_minor"],
-            currency=values["currency"],
-            description=values["description"],
-            step_up_token=values["step_up_token"] or None,
-        )
+        arguments = {
+            "user": request.user,
+            "destination_iban": values["destination"],
+            "amount": values["amount_minor"],
+            "currency": values["currency"],
+            "description": values["description"],
+            "step_up_token": values["step_up_token"] or None,
+        }
+        if is_legacy_iban(values["destination"]):
+            transfer = transfer_to_legacy(source_account_id=values["source_account"], **arguments)
+        else:
+            try:
+                transfer = transfer_create(source_account_id=values["source_account"], **arguments)
+            except AccountNotFound:
+                # Not one of the customer's bankcore accounts: maybe their linked legacy account.
+                if customer_legacy_link(customer=request.user, link_id=values["source_account"]) is None:
+                    raise
+                transfer = transfer_from_legacy(link_id=values["source_account"], **arguments)
         return Response(TransferOutput(transfer).data, status=status.HTTP_201_CREATED)
 
 

@@ -7,6 +7,7 @@ from transactions.models.insights import (
     InsightsPreference,
 )
 from transactions.models.ledger import Entry, Hold, Transaction
+from transactions.models.legacy import LegacyRequest
 from transactions.models.limits import CustomerLimit, LimitUsage
 from transactions.models.notices import LedgerNotice
 from transactions.models.payees import Beneficiary, StandingOrder, StandingOrderExecution
@@ -33,6 +34,7 @@ __all__ = [
     "IncomingCredit",
     "InsightsPreference",
     "LedgerNotice",
+    "LegacyRequest",
     "LimitUsage",
     "Payment",
     "PaymentActionRequest",

@@ -82,8 +82,12 @@ def hold_capture(
     reference: str,
     notices: list[dict[str, Any]] | None = None,
     audit: AuditEvent | None = None,
+    kind: str = Transaction.Kind.PAYMENT,
+    initiated_by: Any = None,
 ) -> Transaction:
     """Turn the hold into a posted debit: the account pays the settlement clearing account.
+    (`kind` and `initiated_by` label the posting: a transfer to the legacy core is a customer's
+    `transfer` and counts against their limits when it posts.)
 
     Call inside `transaction.atomic`. Locks both accounts (pk order); raises HoldNotActive if
     the hold has ended already, so a capture happens at most once. The funds were reserved,
@@ -94,8 +98,9 @@ def hold_capture(
     account = current.account
     _move_held(account, -current.amount)  # first: the posting's funds check counts holds
     posting = posting_prepare(
-        kind=Transaction.Kind.PAYMENT,
+        kind=kind,
         legs=[Leg(account.pk, -current.amount), Leg(clearing_account_id, current.amount)],
+        initiated_by=initiated_by,
         currency=current.currency,
         description=description,
         reference=reference,
