@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from accounts.admin.site import BankAdminSite
 from bankcore import health, metrics
+from bankcore.api.app_config import AppConfigView
 
 # Staff must pass a TOTP code to reach the admin (device enrolled with `manage.py enrol_staff_totp`),
 # given with e-mail and password on one form, under the API's lockout and throttles.
@@ -15,6 +16,7 @@ api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("transactions.api.urls")),
     path("", include("notifications.api.urls")),
+    path("app-config", AppConfigView.as_view(), name="app-config"),
 ]
 
 urlpatterns = [

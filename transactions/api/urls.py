@@ -1,6 +1,6 @@
 from django.urls import path
 
-from transactions.api import payments, views, webhooks
+from transactions.api import payments, support, views, webhooks
 
 # The accounts pages show ledger figures (balance, available after holds, history), so the
 # ledger serves them: accounts never imports transactions.
@@ -19,4 +19,11 @@ urlpatterns = [
     path("payments", payments.PaymentListCreate.as_view(), name="payments"),
     path("payments/<uuid:payment_id>", payments.PaymentDetail.as_view(), name="payment-detail"),
     path("integrations/gateway/webhook", webhooks.GatewayWebhook.as_view(), name="gateway-webhook"),
+    path("support/tickets", support.SupportTicketListCreate.as_view(), name="support-tickets"),
+    path("support/tickets/<uuid:ticket_id>", support.SupportTicketDetail.as_view(), name="support-ticket-detail"),
+    path(
+        "support/tickets/<uuid:ticket_id>/messages",
+        support.SupportTicketMessages.as_view(),
+        name="support-ticket-messages",
+    ),
 ]

@@ -12,6 +12,7 @@ from transactions.models.payments import (
     ReconciliationRun,
     SettlementBatch,
 )
+from transactions.models.support import SupportMessage, SupportTicket
 
 __all__ = [
     "AdjustmentRequest",
@@ -31,5 +32,7 @@ __all__ = [
     "SettlementBatch",
     "StandingOrder",
     "StandingOrderExecution",
+    "SupportMessage",
+    "SupportTicket",
     "Transaction",
 ]
