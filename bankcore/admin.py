@@ -147,6 +147,7 @@ class _VersionFieldsForm(forms.ModelForm):
 
 class AppVersionPolicyForm(_VersionFieldsForm):
     version_fields = ("min_supported_version", "latest_version")
+    store_url = forms.URLField(max_length=500, assume_scheme="https")
 
     class Meta:
         model = AppVersionPolicy
