@@ -3,6 +3,7 @@ per-user rollout, and staff changes through the audited admin."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -148,14 +149,18 @@ def test_the_policy_is_cached_per_process_and_a_committed_change_clears_it(
 ):
     settings.APP_CONFIG_CACHE_SECONDS = 3600
     with django_capture_on_commit_callbacks(execute=True):
-        version_policy_set(platform="ios", min_supported_version="1.0", latest_version="1.0", store_url=STORE, actor=ops)
+        version_policy_set(
+            platform="ios", min_supported_version="1.0", latest_version="1.0", store_url=STORE, actor=ops
+        )
     assert version_policy("ios").min_supported == Version("1.0")
     # A change behind this process's back (another process) is not seen until the copy expires...
     AppVersionPolicy.objects.filter(platform="ios").update(min_supported_version="3.0", latest_version="3.0")
     assert version_policy("ios").min_supported == Version("1.0")
     # ...while a change through the service clears it when it commits.
     with django_capture_on_commit_callbacks(execute=True):
-        version_policy_set(platform="ios", min_supported_version="2.0", latest_version="2.0", store_url=STORE, actor=ops)
+        version_policy_set(
+            platform="ios", min_supported_version="2.0", latest_version="2.0", store_url=STORE, actor=ops
+        )
     assert version_policy("ios").min_supported == Version("2.0")
 
 
@@ -302,3 +307,20 @@ def test_staff_without_the_permission_cannot_change_flags():
     )
     assert response.status_code == 403
     assert not FeatureFlag.objects.exists()
+
+
+# --- seed_demo -----------------------------------------------------------------------------------
+
+
+def test_seed_demo_sets_versions_flags_at_50_percent_and_an_open_ticket_once():
+    from django.core.management import call_command
+
+    from transactions.models import SupportTicket
+
+    call_command("seed_demo", stdout=open(os.devnull, "w"))  # noqa: SIM115 - closed at exit
+    call_command("seed_demo", stdout=open(os.devnull, "w"))  # noqa: SIM115 - idempotent
+    assert set(AppVersionPolicy.objects.values_list("platform", flat=True)) == {"ios", "android"}
+    assert FeatureFlag.objects.filter(enabled=True, rollout_percent=50).count() == 1
+    assert AuditEvent.objects.filter(action="app_config.feature_flag_set").count() == FeatureFlag.objects.count()
+    (ticket,) = SupportTicket.objects.all()
+    assert ticket.status == SupportTicket.Status.OPEN and ticket.transfer_id is not None
