@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.admin.site import BankAdminSite
@@ -12,7 +12,7 @@ from bankcore.api.app_config import AppConfigView
 admin.site.__class__ = BankAdminSite
 admin.site.site_header = f"{settings.BANK_NAME} — staff"
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("", include("accounts.api.urls")),
     path("", include("transactions.api.urls")),
     path("", include("notifications.api.urls")),

@@ -540,7 +540,7 @@ class TicketAssigneeFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[SupportTicket]) -> QuerySet[SupportTicket]:
         if self.value() == "me":
-            return queryset.filter(assigned_to=request.user)
+            return queryset.filter(assigned_to_id=request.user.pk)
         if self.value() == "nobody":
             return queryset.filter(assigned_to__isnull=True)
         return queryset
