@@ -77,7 +77,8 @@ class Pages:
 
 
 @pytest.fixture
-def pages(browser, server, request, monkeypatch) -> Iterator[Pages]:  # noqa: F811 - the imported fixtures
+def pages(browser, server, request, monkeypatch, redis_flushed) -> Iterator[Pages]:  # noqa: F811 - the imported fixtures
+    # Redis emptied first: the sign-in throttles count per IP, and every test signs in from 127.0.0.1.
     # Playwright's sync API keeps an event loop in this thread (driven by greenlets, no coroutine of
     # ours runs in it), and Django refuses queries from a thread with a running loop. These tests
     # query between browser steps, synchronously, one thing at a time: safe, so allowed here only.
