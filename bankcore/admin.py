@@ -20,8 +20,9 @@ from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
 from bankcore.api.exceptions import BankError
+from bankcore.app_config import feature_flag_set, parse_app_version, version_policy_set
 from bankcore.maintenance import maintenance_off, maintenance_on, maintenance_state
-from bankcore.models import AuditEvent, BackupRecord, DrDrill, MaintenanceMode
+from bankcore.models import AppVersionPolicy, AuditEvent, BackupRecord, DrDrill, FeatureFlag, MaintenanceMode
 from bankcore.permissions import has_staff_permission
 
 Action = TypeVar("Action", bound=Callable[..., Any])
@@ -147,6 +148,100 @@ class BackupRecordAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
     ordering = ("-started_at",)
     readonly_fields = [field.name for field in BackupRecord._meta.fields]
+
+
+class _VersionFieldsForm(forms.ModelForm):
+    """Version fields checked as version numbers (packaging.version), so a typo never reaches the apps."""
+
+    version_fields: tuple[str, ...] = ()
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        for field in self.version_fields:
+            raw = cleaned.get(field)
+            if raw:
+                try:
+                    parse_app_version(raw, field=field)
+                except BankError:
+                    self.add_error(field, "Not a version number like 1.2.3.")
+        return cleaned
+
+
+class AppVersionPolicyForm(_VersionFieldsForm):
+    version_fields = ("min_supported_version", "latest_version")
+    store_url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = AppVersionPolicy
+        fields = ("platform", "min_supported_version", "latest_version", "store_url")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        minimum, latest = cleaned.get("min_supported_version"), cleaned.get("latest_version")
+        if minimum and latest and not self.errors and parse_app_version(minimum) > parse_app_version(latest):
+            self.add_error("min_supported_version", "Must not be above the latest version.")
+        return cleaned
+
+
+@admin.register(AppVersionPolicy)
+class AppVersionPolicyAdmin(admin.ModelAdmin):
+    """Per platform: the oldest app still served (older ones get 426 and the store URL). Audited."""
+
+    form = AppVersionPolicyForm
+    list_display = ("platform", "min_supported_version", "latest_version", "store_url", "updated_at")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("platform",) if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: AppVersionPolicy, form: Any, change: bool) -> None:
+        saved = version_policy_set(
+            platform=obj.platform,
+            min_supported_version=obj.min_supported_version,
+            latest_version=obj.latest_version,
+            store_url=obj.store_url,
+            actor=request.user,
+        )
+        obj.pk = saved.pk
+
+
+class FeatureFlagForm(_VersionFieldsForm):
+    version_fields = ("min_app_version",)
+
+    class Meta:
+        model = FeatureFlag
+        fields = ("name", "description", "enabled", "rollout_percent", "platform", "min_app_version")
+
+
+@admin.register(FeatureFlag)
+class FeatureFlagAdmin(admin.ModelAdmin):
+    """Switches in the apps with a stable per-user rollout percentage. Audited; switched off, never deleted
+    (an app that asks for a deleted flag would read it as off anyway)."""
+
+    form = FeatureFlagForm
+    list_display = ("name", "enabled", "rollout_percent", "platform", "min_app_version", "updated_at")
+    list_filter = ("enabled", "platform")
+    search_fields = ("name",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("name",) if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: FeatureFlag, form: Any, change: bool) -> None:
+        saved = feature_flag_set(
+            name=obj.name,
+            enabled=obj.enabled,
+            rollout_percent=obj.rollout_percent,
+            platform=obj.platform,
+            min_app_version=obj.min_app_version,
+            description=obj.description,
+            actor=request.user,
+        )
+        obj.pk = saved.pk
 
 
 class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):  # type: ignore[misc]

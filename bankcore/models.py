@@ -193,3 +193,68 @@ class MaintenanceMode(models.Model):
 
     def __str__(self) -> str:
         return f"maintenance {'on' if self.active else 'off'}"
+
+
+# --- The mobile apps: supported versions and feature flags (issue 17) -------------------------
+
+
+class AppPlatform(models.TextChoices):
+    IOS = "ios", "iOS"
+    ANDROID = "android", "Android"
+
+
+class AppVersionPolicy(models.Model):
+    """Per platform: the oldest app version still served, the newest in the store, and where to get it.
+
+    Versions are compared semantically (`packaging.version`), never as strings: 1.10.0 > 1.9.0.
+    Changed only through bankcore.app_config.version_policy_set (audited).
+    """
+
+    platform = models.CharField(max_length=16, choices=AppPlatform.choices, unique=True)
+    min_supported_version = models.CharField(
+        max_length=32, help_text="Older apps get 426 upgrade_required on every request but app-config, status, refresh."
+    )
+    latest_version = models.CharField(max_length=32, help_text="The newest version in the store.")
+    store_url = models.URLField(max_length=500)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "app version policy"
+        verbose_name_plural = "app version policies"
+
+    def __str__(self) -> str:
+        return f"{self.get_platform_display()}: {self.min_supported_version} .. {self.latest_version}"
+
+
+class FeatureFlag(models.Model):
+    """A switch in the apps, rolled out to a stable share of users.
+
+    A user's answer is decided by a hash of (flag name, user id) mapped to 0..9999: the flag is
+    on when that bucket is below `rollout_percent` x 100, so raising the percentage only ever
+    adds users. Optional filters: one platform, a minimum app version.
+    Changed only through bankcore.app_config.feature_flag_set (audited).
+    """
+
+    name = models.SlugField(max_length=64, unique=True, help_text="The key the apps read (snake_case).")
+    description = models.CharField(max_length=255, blank=True)
+    enabled = models.BooleanField(default=False, help_text="Off: off for everyone, whatever the rollout.")
+    rollout_percent = models.PositiveSmallIntegerField(
+        default=100, help_text="0-100: the share of signed-in users who get it (stable per user)."
+    )
+    platform = models.CharField(
+        max_length=16, choices=AppPlatform.choices, blank=True, help_text="Empty: every platform."
+    )
+    min_app_version = models.CharField(max_length=32, blank=True, help_text="Empty: every version.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(rollout_percent__gte=0, rollout_percent__lte=100),
+                name="feature_flag_rollout_percent_in_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name

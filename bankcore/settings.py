@@ -91,6 +91,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankcore.api.middleware.RequestIDMiddleware",
     "bankcore.api.middleware.BodySizeLimitMiddleware",
+    # Apps below their platform's minimum version: 426 before any work (bankcore/app_config.py).
+    "bankcore.api.middleware.AppVersionMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin CSS, Swagger UI) from the app itself in every mode; early, so a file
     # request skips the session, auth and CSRF work below, but after the security headers.
@@ -463,6 +465,13 @@ BANK_COUNTRY_CODE = env.str("BANK_COUNTRY_CODE", default="DE")
 BANK_CODE = env.str("BANK_CODE", default="37040044")
 SUPPORT_PHONE = env.str("SUPPORT_PHONE", default="+49 30 1234 5678")
 BRANCH_HOURS = env.str("BRANCH_HOURS", default="Mon-Fri 09:00-17:00")
+# A support ticket's first answer is due this many hours after it was opened (the admin's SLA timer).
+SUPPORT_FIRST_ANSWER_HOURS = env.int("SUPPORT_FIRST_ANSWER_HOURS", default=8)
+
+# --- The mobile apps (bankcore/app_config.py) ----------------------------------------
+# How long each process keeps the version policies and feature flags in memory: every API
+# request checks X-App-Version against them, so this many seconds pass before a change applies.
+APP_CONFIG_CACHE_SECONDS = env.float("APP_CONFIG_CACHE_SECONDS", default=5.0)
 
 # --- Spending insights (transactions.services.insights) --------------------------------
 # Recommend a savings account (customers who opted in) when the average balance of their current

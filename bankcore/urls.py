@@ -1,20 +1,22 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.admin.site import BankAdminSite
 from bankcore import health, metrics
+from bankcore.api.app_config import AppConfigView
 
 # Staff must pass a TOTP code to reach the admin (device enrolled with `manage.py enrol_staff_totp`),
 # given with e-mail and password on one form, under the API's lockout and throttles.
 admin.site.__class__ = BankAdminSite
 admin.site.site_header = f"{settings.BANK_NAME} — staff"
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("", include("accounts.api.urls")),
     path("", include("transactions.api.urls")),
     path("", include("notifications.api.urls")),
+    path("app-config", AppConfigView.as_view(), name="app-config"),
 ]
 
 urlpatterns = [

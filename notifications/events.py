@@ -33,6 +33,7 @@ class Event(StrEnum):
     PAYMENT_SETTLED = "payment_settled"
     PAYMENT_REJECTED = "payment_rejected"
     PAYMENT_RECEIVED = "payment_received"
+    SUPPORT_REPLY = "support_reply"
 
 
 # Security alerts: always delivered, preferences cannot turn them off.
@@ -82,4 +83,5 @@ DEFAULT_CHANNELS: dict[Event, tuple[str, ...]] = {
     Event.PAYMENT_SETTLED: ("push",),
     Event.PAYMENT_REJECTED: ("push", "email"),
     Event.PAYMENT_RECEIVED: ("push",),
+    Event.SUPPORT_REPLY: ("push",),
 }

@@ -14,7 +14,10 @@ from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from bankcore.admin import ReadOnlyAdmin, ReadOnlyInline, ask_reason, staff_action
 from bankcore.api.exceptions import BankError
@@ -39,8 +42,11 @@ from transactions.models import (
     SettlementBatch,
     StandingOrder,
     StandingOrderExecution,
+    SupportMessage,
+    SupportTicket,
     Transaction,
 )
+from transactions.models.support import MESSAGE_MAX
 from transactions.services.corrections import (
     adjustment_approve,
     adjustment_propose,
@@ -57,6 +63,7 @@ from transactions.services.payment_actions import (
     payment_action_propose,
     payment_action_reject,
 )
+from transactions.services.support import ticket_assign, ticket_close, ticket_reply
 
 
 class EntryInline(ReadOnlyInline):
@@ -549,3 +556,181 @@ class LegacyRequestAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "direction", "currency")
     search_fields = ("rrn", "legacy_account_number", "legacy_iban")
+
+
+# --- Support tickets (issue 17) -------------------------------------------------------------
+# Customer text is shown only through Django's autoescaping (list columns, read-only fields,
+# format_html arguments): never mark_safe on it.
+
+
+def _sla_text(ticket: SupportTicket, now: Any) -> tuple[str, bool]:
+    """What the queue says about the first-answer deadline, and whether it is overdue."""
+    if ticket.first_answered_at is not None:
+        return f"answered {date_format(localtime(ticket.first_answered_at), 'Y-m-d H:i')}", False
+    remaining = ticket.first_answer_due_at - now
+    minutes = int(abs(remaining.total_seconds()) // 60)
+    span = f"{minutes // 60} h {minutes % 60:02d} min"
+    if ticket.status == SupportTicket.Status.CLOSED:
+        return "closed unanswered", False
+    if remaining.total_seconds() < 0:
+        return f"OVERDUE by {span}", True
+    return f"due in {span}", False
+
+
+class TicketAssigneeFilter(admin.SimpleListFilter):
+    title = "assigned to"
+    parameter_name = "assigned"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("me", "Me"), ("nobody", "Nobody")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SupportTicket]) -> QuerySet[SupportTicket]:
+        if self.value() == "me":
+            return queryset.filter(assigned_to_id=request.user.pk)
+        if self.value() == "nobody":
+            return queryset.filter(assigned_to__isnull=True)
+        return queryset
+
+
+class TicketOpenFilter(admin.SimpleListFilter):
+    """Open (not closed) by default: the queue is what still needs the bank."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("all", "All"), ("closed", "Closed")]
+
+    def choices(self, changelist: Any) -> Any:
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "Not closed",
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SupportTicket]) -> QuerySet[SupportTicket]:
+        if self.value() == "all":
+            return queryset
+        if self.value() == "closed":
+            return queryset.filter(status=SupportTicket.Status.CLOSED)
+        return queryset.exclude(status=SupportTicket.Status.CLOSED)
+
+
+class SupportMessageInline(ReadOnlyInline):
+    model = SupportMessage
+    fields = ("created_at", "author_display", "body")
+    readonly_fields = fields
+    ordering = ("id",)
+
+    @admin.display(description="from")
+    def author_display(self, message: SupportMessage) -> str:
+        return f"staff: {message.author}" if message.from_staff else "customer"
+
+
+class SupportTicketForm(forms.ModelForm):
+    reply = forms.CharField(
+        required=False,
+        max_length=MESSAGE_MAX,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="Sent to the customer's app (inbox and push) when you save.",
+    )
+
+    class Meta:
+        model = SupportTicket
+        fields: list[str] = []
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("reply", "").strip() and self.instance.status == SupportTicket.Status.CLOSED:
+            raise forms.ValidationError("This ticket is closed; the customer can reopen it by writing.")
+        return cleaned
+
+
+@staff_action(permission="transactions.assign_ticket", description="Assign the selected tickets to me")
+def assign_tickets_to_me(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[SupportTicket]) -> None:
+    for ticket_id in queryset.values_list("pk", flat=True):
+        ticket_assign(actor=request.user, ticket_id=ticket_id, assignee=request.user)
+    modeladmin.message_user(request, "Assigned to you.", messages.SUCCESS)
+
+
+@staff_action(permission="transactions.close_ticket", description="Close the selected tickets")
+def close_tickets(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[SupportTicket]) -> None:
+    for ticket_id in queryset.values_list("pk", flat=True):
+        ticket_close(actor=request.user, ticket_id=ticket_id)
+    modeladmin.message_user(request, "Closed.", messages.SUCCESS)
+
+
+@admin.register(SupportTicket)
+class SupportTicketAdmin(admin.ModelAdmin):
+    """The support queue: open tickets by first-answer deadline, overdue ones highlighted.
+
+    Replying (the form's reply box), assigning and closing each need their own permission and
+    go through transactions.services.support, which checks it again and audits.
+    """
+
+    form = SupportTicketForm
+    list_display = ("subject", "customer", "status", "first_answer", "assigned_to", "created_at")
+    list_filter = (TicketOpenFilter, TicketAssigneeFilter, "status")
+    search_fields = ("customer__email",)
+    search_help_text = "The customer's e-mail."
+    ordering = ("first_answer_due_at",)
+    inlines = [SupportMessageInline]
+    actions = [assign_tickets_to_me, close_tickets]
+    list_select_related = ("customer", "assigned_to")
+    readonly_fields = (
+        "subject",
+        "customer",
+        "status",
+        "first_answer",
+        "assigned_to",
+        "transfer",
+        "payment",
+        "created_at",
+        "closed_at",
+    )
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fields: list[Any] = list(self.readonly_fields)
+        if obj is not None and self.has_reply_ticket_permission(request):
+            fields.append("reply")
+        return fields
+
+    @admin.display(description="first answer", ordering="first_answer_due_at")
+    def first_answer(self, ticket: SupportTicket) -> str:
+        text, overdue = _sla_text(ticket, timezone.now())
+        if overdue:
+            return format_html('<strong class="sla-overdue" style="color: #ba2121;">{}</strong>', text)
+        return format_html('<span class="sla">{}</span>', text)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # customers open tickets from the app
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_reply_ticket_permission(request)
+
+    def has_reply_ticket_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.reply_ticket")
+
+    def has_assign_ticket_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.assign_ticket")
+
+    def has_close_ticket_permission(self, request: HttpRequest) -> bool:
+        return has_staff_permission(request.user, "transactions.close_ticket")
+
+    def save_model(self, request: HttpRequest, obj: SupportTicket, form: Any, change: bool) -> None:
+        reply = form.cleaned_data.get("reply", "").strip()
+        if reply:
+            ticket_reply(actor=request.user, ticket_id=obj.pk, message=reply)
+            self.message_user(request, "Reply sent to the customer.", messages.SUCCESS)
+
+    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
+        return [{"changed": {"fields": ["reply"]}}] if form.cleaned_data.get("reply", "").strip() else []

@@ -149,3 +149,29 @@ def seed_demo_banking(*, customers: list[Any], stdout: Any) -> None:
             )
     posted = Transaction.objects.filter(description__in=["Salary", "Monthly saving", "Cash withdrawal"]).count()
     stdout.write(f"Demo banking: {len(fresh)} customers with accounts and {posted}+ transactions of history.")
+
+
+DEMO_TICKET_SUBJECT = "Transfer shows the wrong reference"
+
+
+def seed_demo_support(*, customers: list[Any], stdout: Any) -> None:
+    """One open support ticket (about the first customer's latest transfer), waiting in the staff
+    queue with its first-answer timer running. Idempotent: not opened twice."""
+    from transactions.models import SupportTicket
+    from transactions.selectors import customer_transfers
+    from transactions.services.support import ticket_open
+
+    if not customers:
+        return
+    customer = customers[0]
+    if SupportTicket.objects.filter(customer=customer, subject=DEMO_TICKET_SUBJECT).exists():
+        stdout.write("Demo support ticket already open; nothing added.")
+        return
+    latest = customer_transfers(user=customer).order_by("-created_at").first()
+    ticket_open(
+        customer=customer,
+        subject=DEMO_TICKET_SUBJECT,
+        message="Hello, my last transfer arrived but the recipient sees no reference. Can you add it?",
+        transfer_id=latest.pk if latest is not None else None,
+    )
+    stdout.write(f"Opened a demo support ticket for {customer.email}.")

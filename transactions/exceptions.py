@@ -75,6 +75,15 @@ class PaymentNotFound(NotFound):
     default_message = "No such payment."
 
 
+class TicketNotFound(NotFound):
+    default_message = "No such support ticket."
+
+
+class TicketClosed(BusinessRuleViolation):
+    code = "ticket_closed"
+    default_message = "This support ticket is closed."
+
+
 class InvalidPayment(BankError):
     """400 with per-field details: a creditor or date the gateway would refuse."""
 

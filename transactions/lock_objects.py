@@ -20,6 +20,7 @@ from uuid import UUID
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from accounts.models import BankAccount
+from transactions.models import SupportTicket
 
 _PK = BankAccount._meta.pk
 _LOCK_SQL = "SELECT a.* FROM accounts_bankaccount a WHERE <condition> ORDER BY a.id FOR UPDATE OF a"
@@ -101,3 +102,13 @@ def _account_columns(columns: tuple[str, ...]) -> tuple[list[int], list[str]]:
     """Where each BankAccount field is in ledger_lock_transfer()'s row, and the field names."""
     fields = BankAccount._meta.concrete_fields
     return [columns.index(field.column) for field in fields], [field.attname for field in fields]
+
+
+def support_ticket_for_update(ticket_id: UUID | str, *, customer: Any = None) -> SupportTicket | None:
+    """Lock one support ticket (only `customer`'s, when given); None if there is none such.
+
+    Tickets lock alone, never with ledger rows, so they take no place in the order above."""
+    tickets = SupportTicket.objects.select_for_update(of=("self",)).filter(pk=ticket_id)
+    if customer is not None:
+        tickets = tickets.filter(customer=customer)
+    return tickets.first()

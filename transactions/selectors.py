@@ -11,8 +11,8 @@ from django.db.models import Prefetch, QuerySet
 
 from accounts.models import BankAccount
 from bankcore.db.replica import read_database
-from transactions.exceptions import AccountNotFound, PaymentNotFound
-from transactions.models import Entry, Payment, PaymentEvent, Transaction
+from transactions.exceptions import AccountNotFound, PaymentNotFound, TicketNotFound
+from transactions.models import Entry, Payment, PaymentEvent, SupportMessage, SupportTicket, Transaction
 
 
 def customer_accounts(*, user: Any) -> QuerySet[BankAccount]:
@@ -143,3 +143,18 @@ def customer_payment(*, user: Any, payment_id: UUID | str) -> Payment:
     if payment is None:
         raise PaymentNotFound()
     return payment
+
+
+def customer_tickets(*, user: Any) -> QuerySet[SupportTicket]:
+    """The customer's own support tickets with their messages (keyset on -id: uuid7 is time-ordered)."""
+    return SupportTicket.objects.filter(customer=user).prefetch_related(
+        Prefetch("messages", queryset=SupportMessage.objects.order_by("id"))
+    )
+
+
+def customer_ticket(*, user: Any, ticket_id: UUID | str) -> SupportTicket:
+    """One of the customer's tickets, or TicketNotFound (404, also for another customer's id)."""
+    ticket = customer_tickets(user=user).filter(pk=ticket_id).first()
+    if ticket is None:
+        raise TicketNotFound()
+    return ticket

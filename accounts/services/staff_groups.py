@@ -41,6 +41,8 @@ _VIEW_LEDGER = [
     "transactions.view_categoryrule",
     "transactions.view_reconciliationmismatch",
 ]
+_VIEW_SUPPORT = ["transactions.view_supportticket", "transactions.view_supportmessage"]
+_VIEW_APP_CONFIG = ["bankcore.view_appversionpolicy", "bankcore.view_featureflag"]
 _VIEW_NOTIFICATIONS = [
     "notifications.view_notification",
     "notifications.view_delivery",
@@ -50,9 +52,15 @@ _VIEW_NOTIFICATIONS = [
 ]
 
 STAFF_GROUPS: dict[str, list[str]] = {
-    # The help desk: finds customers, locks a stolen login, proposes a 2FA reset, resends a message.
+    # The help desk: finds customers, locks a stolen login, proposes a 2FA reset, resends a message,
+    # works the ticket queue (reply, assign, close).
     "support": [
         *_VIEW_CUSTOMERS,
+        *_VIEW_SUPPORT,
+        *_VIEW_APP_CONFIG,
+        "transactions.reply_ticket",
+        "transactions.assign_ticket",
+        "transactions.close_ticket",
         "transactions.view_transaction",
         "transactions.view_entry",
         "transactions.view_beneficiary",
@@ -63,11 +71,18 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "accounts.reset_two_factor",
         "notifications.resend_delivery",
     ],
-    # Back office: proposes reversals and adjustments, freezes, sets limits, runs incidents.
+    # Back office: proposes reversals and adjustments, freezes, sets limits, runs incidents,
+    # manages the apps' supported versions and feature flags.
     "operations": [
         *_VIEW_CUSTOMERS,
         *_VIEW_LEDGER,
         *_VIEW_NOTIFICATIONS,
+        *_VIEW_SUPPORT,
+        *_VIEW_APP_CONFIG,
+        "bankcore.add_appversionpolicy",
+        "bankcore.change_appversionpolicy",
+        "bankcore.add_featureflag",
+        "bankcore.change_featureflag",
         "accounts.change_bankaccount",
         "accounts.freeze_account",
         "accounts.set_overdraft",

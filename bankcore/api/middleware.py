@@ -1,5 +1,5 @@
-"""Request-level conventions: X-Request-ID on every response, a cap on body size, and the
-browser-only middleware that /api/ requests skip."""
+"""Request-level conventions: X-Request-ID on every response, a cap on body size, the app
+version check (426), and the browser-only middleware that /api/ requests skip."""
 
 from __future__ import annotations
 
@@ -68,6 +68,39 @@ class BodySizeLimitMiddleware:
 
 
 API_PATH_PREFIX = "/api/"
+
+# What an app too old for everything else may still call: its config (to learn it must update),
+# the service status, and the token refresh (so the update does not also log the customer out).
+APP_VERSION_EXEMPT_PATHS = frozenset({"/api/v1/app-config", "/api/v1/status", "/api/v1/auth/token/refresh"})
+
+
+class AppVersionMiddleware:
+    """426 `upgrade_required` (with `details.store_url`) for an API request whose `X-App-Version`
+    is below the minimum of its `X-App-Platform`, except APP_VERSION_EXEMPT_PATHS.
+
+    Requests without both headers (scripts, partners, the admin), or from a platform without a
+    policy, pass: the check protects old apps from a changed API, it is no access control. A
+    version that is not a version number answers 400 `invalid_request`. The policy comes from
+    a per-process copy refreshed every few seconds (bankcore.app_config), so this costs no query.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if path.startswith(API_PATH_PREFIX) and path.rstrip("/") not in APP_VERSION_EXEMPT_PATHS:
+            platform = request.headers.get("X-App-Platform", "").strip().lower()
+            version = request.headers.get("X-App-Version", "").strip()
+            if platform and version:
+                from bankcore.api.exceptions import BankError
+                from bankcore.app_config import upgrade_check
+
+                try:
+                    upgrade_check(platform=platform, version=version)
+                except BankError as exc:
+                    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+        return self.get_response(request)
 
 
 class _BrowserOnly:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from transactions.api import insights, payments, views, webhooks
+from transactions.api import insights, payments, support, views, webhooks
 
 # The accounts pages show ledger figures (balance, available after holds, history), so the
 # ledger serves them: accounts never imports transactions.
@@ -26,4 +26,11 @@ urlpatterns = [
     path("insights/spending", insights.SpendingInsights.as_view(), name="insights-spending"),
     path("insights/preferences", insights.InsightsPreferences.as_view(), name="insights-preferences"),
     path("integrations/gateway/webhook", webhooks.GatewayWebhook.as_view(), name="gateway-webhook"),
+    path("support/tickets", support.SupportTicketListCreate.as_view(), name="support-tickets"),
+    path("support/tickets/<uuid:ticket_id>", support.SupportTicketDetail.as_view(), name="support-ticket-detail"),
+    path(
+        "support/tickets/<uuid:ticket_id>/messages",
+        support.SupportTicketMessages.as_view(),
+        name="support-ticket-messages",
+    ),
 ]

@@ -20,6 +20,7 @@ from transactions.models.payments import (
     ReconciliationRun,
     SettlementBatch,
 )
+from transactions.models.support import SupportMessage, SupportTicket
 
 __all__ = [
     "AdjustmentRequest",
@@ -45,5 +46,7 @@ __all__ = [
     "SettlementBatch",
     "StandingOrder",
     "StandingOrderExecution",
+    "SupportMessage",
+    "SupportTicket",
     "Transaction",
 ]

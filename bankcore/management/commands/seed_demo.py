@@ -25,6 +25,8 @@ class Command(BaseCommand):
             customers = [self._user(email, name, phone) for email, name, phone in DEMO_CUSTOMERS]
             staff = self._user(*DEMO_STAFF, staff=True)
             seed_banking(customers=customers, stdout=self.stdout)
+            seed_app_config(stdout=self.stdout)
+            seed_support(customers=customers, stdout=self.stdout)
         self.stdout.write(self.style.SUCCESS(f"Demo bank ready. Logins (password for all: {DEMO_PASSWORD}):"))
         for user in customers:
             self.stdout.write(f"  customer  {user.email}")
@@ -49,3 +51,45 @@ def seed_banking(*, customers: list[Any], stdout: Any) -> None:
     except ImportError:
         return
     seed_demo_banking(customers=customers, stdout=stdout)
+
+
+DEMO_STORE_URLS = {
+    "ios": "https://apps.apple.com/app/bankcore-demo/id0000000000",
+    "android": "https://play.google.com/store/apps/details?id=dev.bankcore.demo",
+}
+# (name, description, enabled, rollout percent): one flag at 50 % shows the stable per-user rollout.
+DEMO_FLAGS = [
+    ("instant_payments", "Instant SEPA payments", True, 100),
+    ("spending_insights", "Spending by category", True, 50),
+    ("card_controls_v2", "New card controls screen", False, 0),
+]
+
+
+def seed_app_config(*, stdout: Any) -> None:
+    """Version policies for both platforms and a few feature flags (one at 50 %). Idempotent:
+    existing policies and flags are left as staff set them."""
+    from bankcore.app_config import feature_flag_set, version_policy_set
+    from bankcore.models import AppVersionPolicy, FeatureFlag
+
+    for platform, store_url in DEMO_STORE_URLS.items():
+        if not AppVersionPolicy.objects.filter(platform=platform).exists():
+            version_policy_set(
+                platform=platform,
+                min_supported_version="1.4.0",
+                latest_version="2.3.1",
+                store_url=store_url,
+                actor="seed_demo",
+            )
+    for name, description, enabled, percent in DEMO_FLAGS:
+        if not FeatureFlag.objects.filter(name=name).exists():
+            feature_flag_set(
+                name=name, description=description, enabled=enabled, rollout_percent=percent, actor="seed_demo"
+            )
+    stdout.write("App versions and feature flags ready.")
+
+
+def seed_support(*, customers: list[Any], stdout: Any) -> None:
+    """An open support ticket in the staff queue (owned by the ledger, which may link a transfer)."""
+    from transactions.demo import seed_demo_support
+
+    seed_demo_support(customers=customers, stdout=stdout)
