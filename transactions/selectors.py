@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import BankAccount
@@ -60,6 +61,11 @@ def account_history(
             "transaction",
             "transaction__source_account__owner",
             "transaction__destination_account__owner",
+            # The other bank's party of a payment or an incoming credit, the core's account of a
+            # legacy transfer: one-to-one joins on the page's own rows.
+            "transaction__payment",
+            "transaction__incoming_credit",
+            "transaction__legacy_request__link",
         )
     )
     if since is not None:
@@ -69,9 +75,28 @@ def account_history(
     return entries
 
 
+def _related_or_none(instance: Any, name: str) -> Any:
+    """A reverse one-to-one (select_related by account_history), or None when there is none."""
+    try:
+        return getattr(instance, name)
+    except ObjectDoesNotExist:
+        return None
+
+
 def counterparty_of(entry: Entry) -> dict[str, str] | None:
-    """The other side of a transfer as seen from `entry`'s account; None for cash and bank postings."""
+    """The other side of a movement as seen from `entry`'s account: the other account of a transfer
+    within the bank, the creditor of a payment to another bank, the debtor of an incoming credit,
+    the account on the legacy core; None for cash and the bank's own postings."""
     journal = entry.transaction
+    payment = _related_or_none(journal, "payment")
+    if payment is not None:
+        return {"name": payment.creditor_name, "iban": payment.creditor_iban}
+    credit = _related_or_none(journal, "incoming_credit")
+    if credit is not None:
+        return {"name": credit.debtor_name, "iban": credit.debtor_iban}
+    legacy = _related_or_none(journal, "legacy_request")
+    if legacy is not None:
+        return {"name": legacy.link.name if legacy.link is not None else "", "iban": legacy.legacy_iban}
     other = None
     if journal.source_account_id == entry.account_id:
         other = journal.destination_account

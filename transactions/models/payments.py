@@ -96,7 +96,9 @@ class Payment(models.Model):
         SettlementBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="payments", db_index=False
     )
     # The capture: the posted debit against the settlement clearing account.
-    transaction = models.OneToOneField(Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    transaction = models.OneToOneField(
+        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="payment"
+    )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     # Operators were alerted that this payment stayed open too long (once per payment).
@@ -180,7 +182,7 @@ class IncomingCredit(models.Model):
     account = models.ForeignKey(
         "accounts.BankAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
-    transaction = models.OneToOneField(Transaction, on_delete=models.PROTECT, related_name="+")
+    transaction = models.OneToOneField(Transaction, on_delete=models.PROTECT, related_name="incoming_credit")
     resolution = models.OneToOneField(
         Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="Suspense → account."
     )

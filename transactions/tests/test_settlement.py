@@ -21,6 +21,7 @@ from integrations.gateway.errors import GatewayRejected, GatewayUnavailable
 from notifications.models import Notification
 from transactions.exceptions import PaymentNotCancellable
 from transactions.models import Entry, LimitUsage, Payment, PaymentEvent, SettlementBatch, Transaction
+from transactions.selectors import account_history, counterparty_of, history_page
 from transactions.services.limits import limits_for
 from transactions.services.payments import Creditor, payment_cancel, payment_create
 from transactions.services.settlement import (
@@ -96,6 +97,9 @@ def test_a_payment_is_held_at_acceptance_and_debited_only_at_settlement(gateway,
     assert batch.status == "completed" and "pain.002" in batch.status_report
     clearing = internal_account(purpose="settlement_clearing", currency="EUR")
     assert Entry.objects.filter(account=clearing, transaction=payment.transaction, amount=2_500).exists()
+    # The customer's history shows the debit with the creditor as its counterparty.
+    [entry] = history_page(entries=account_history(account=account), before=None, limit=1)
+    assert (entry.amount, counterparty_of(entry)) == (-2_500, {"name": FR.name, "iban": FR.iban})
     # Applying the report again changes nothing: one debit per payment.
     assert settlement_apply_report(batch_id=batch.pk).outcome == ReportOutcome.COMPLETED
     assert _debits(payment) == 1

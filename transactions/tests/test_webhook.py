@@ -17,6 +17,7 @@ from bankcore.testing import GunicornServer, process_env
 from integrations.gateway.webhooks import sign
 from notifications.models import Notification
 from transactions.models import IncomingCredit, Transaction
+from transactions.selectors import account_history, counterparty_of, history_page
 from transactions.services.verify import ledger_verify
 from transactions.tests.conftest import send_pending_notices
 from transactions.tests.factories import CustomerFactory, open_account
@@ -71,6 +72,8 @@ def test_a_signed_credit_is_posted_to_the_customers_account_and_the_customer_tol
     clearing.refresh_from_db()
     assert clearing.balance == -1_250
     assert "ACME SARL" in credit.transaction.description and "Invoice 77" in credit.transaction.description
+    [entry] = history_page(entries=account_history(account=account), before=None, limit=1)
+    assert counterparty_of(entry) == {"name": "ACME SARL", "iban": credit.debtor_iban}
     send_pending_notices()
     alert = Notification.objects.get(user=customer, event="payment_received")
     assert "12.50" in alert.body
