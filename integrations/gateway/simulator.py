@@ -35,7 +35,6 @@ killed while the gateway already has the message).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -47,12 +46,13 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
 from bankcore.money import InvalidAmount, parse_amount
+from integrations.simulation import Journal
 
 from . import iso20022, webhooks
 from .errors import InvalidMessage
@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 CRASH_EXIT_CODE = 17
-JOURNAL_NAME = "journal.jsonl"
 
 
 @dataclass
@@ -105,41 +104,6 @@ class Faults:
             setattr(self, name, value)
 
 
-class Journal:
-    """Append-only JSON lines, one fsync per record; the only state that survives a restart."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / JOURNAL_NAME
-        self._file: BinaryIO = self.path.open("ab")
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.close()
-            raise RuntimeError(f"another gateway simulator is using {data_dir}") from None
-
-    def records(self) -> list[dict[str, Any]]:
-        records = []
-        with self.path.open("rb") as journal:
-            for number, line in enumerate(journal, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    # A torn last line (crash mid-write) was never acknowledged: skip it.
-                    logger.warning("journal line %s unreadable, skipped", number)
-        return records
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
 class GatewaySimulator:
     """The simulated gateway's state and rules; HTTP lives in _Handler."""
 
@@ -166,7 +130,7 @@ class GatewaySimulator:
         self.delivered: dict[str, int] = {}
         self.delivery_attempts = 0
         self.planted: list[dict[str, Any]] = []
-        self.journal = Journal(data_dir)
+        self.journal = Journal(data_dir, owner="gateway simulator")
         for record in self.journal.records():
             self._apply(record)
         self.deliverer = WebhookDeliverer(

@@ -43,25 +43,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import random
 import signal
 import time
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from schwifty import IBAN
+
+from integrations.simulation import Journal
 
 from . import protocol as p
 
 logger = logging.getLogger(__name__)
 
-JOURNAL_NAME = "journal.jsonl"
 # The legacy bank's German bank code (BLZ): every legacy account's IBAN is generated from it.
 LEGACY_BANK_CODE = "20050550"
 GARBAGE = b"\x00\x1cTHIS IS NOT AN ISO 8583 FRAME"
@@ -113,41 +112,6 @@ class Faults:
             setattr(self, name, value)
 
 
-class Journal:
-    """Append-only JSON lines, one fsync per record; the only state that survives a restart."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / JOURNAL_NAME
-        self._file: BinaryIO = self.path.open("ab")
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.close()
-            raise RuntimeError(f"another legacy core simulator is using {data_dir}") from None
-
-    def records(self) -> list[dict[str, Any]]:
-        records = []
-        with self.path.open("rb") as journal:
-            for number, line in enumerate(journal, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    # A torn last line (crash mid-write) was never answered: skip it.
-                    logger.warning("journal line %s unreadable, skipped", number)
-        return records
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def legacy_iban(account_number: str) -> str:
     """The IBAN of a legacy account: DE, the legacy bank code, the 10-digit account number."""
     return str(IBAN.generate("DE", bank_code=LEGACY_BANK_CODE, account_code=account_number))
@@ -158,7 +122,7 @@ class LegacyCore:
     calls it, one message at a time (the journal write included)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.journal = Journal(data_dir)
+        self.journal = Journal(data_dir, owner="legacy core simulator")
         self.accounts: dict[str, dict[str, Any]] = {}
         self.financials: dict[str, dict[str, Any]] = {}  # rrn -> the first decision
         self.reversals: dict[str, dict[str, Any]] = {}  # rrn of the original -> the first answer

@@ -3,30 +3,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
+from integrations.simulation import SimulatorProcess, free_port
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LegacyCoreProcess:
+class LegacyCoreProcess(SimulatorProcess):
     """`manage.py run_legacy_core` on `port` (ISO 8583) and `control_port` (HTTP), with its
     journal in `data_dir`. stop() and start() again on the same data dir and ports is a restart
     of the same core."""
+
+    name = "legacy core simulator"
 
     def __init__(
         self,
@@ -37,13 +27,10 @@ class LegacyCoreProcess:
         seed_accounts: int = 0,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
-        self.port = port or _free_port()
-        self.control_port = control_port or _free_port()
+        super().__init__(data_dir, env=env)
+        self.port = port or free_port()
+        self.control_port = control_port or free_port()
         self.seed_accounts = seed_accounts
-        self.env = env or {**os.environ, "DJANGO_SETTINGS_MODULE": "bankcore.settings", "PYTHONUNBUFFERED": "1"}
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = self.data_dir / "simulator.log"
 
     @property
     def address(self) -> str:
@@ -54,11 +41,12 @@ class LegacyCoreProcess:
     def control_url(self) -> str:
         return f"http://127.0.0.1:{self.control_port}"
 
-    def start(self, timeout: float = 30) -> LegacyCoreProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            sys.executable,
-            "manage.py",
+    @property
+    def health_url(self) -> str:
+        return f"{self.control_url}/healthz"
+
+    def argv(self) -> list[str]:
+        return [
             "run_legacy_core",
             "--port",
             str(self.port),
@@ -69,39 +57,6 @@ class LegacyCoreProcess:
             "--seed-accounts",
             str(self.seed_accounts),
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv
-                argv, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"legacy core simulator exited early; see {self.log_path}")
-            try:
-                if requests.get(f"{self.control_url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"legacy core simulator did not answer in {timeout}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def __enter__(self) -> LegacyCoreProcess:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     # --- control port -------------------------------------------------------------------------
 
