@@ -479,11 +479,16 @@ APP_CONFIG_CACHE_SECONDS = env.float("APP_CONFIG_CACHE_SECONDS", default=5.0)
 INSIGHTS_IDLE_BALANCE_THRESHOLD = env.str("INSIGHTS_IDLE_BALANCE_THRESHOLD", default="5000.00")
 
 # --- Payment gateway (ISO 20022 over HTTP; integrations/gateway) ---------------------
-# Base URL of the gateway; "" = not configured (payments to other banks stay pending).
-PAYMENT_GATEWAY_URL = env.str("PAYMENT_GATEWAY_URL", default="")
+# Base URL of the gateway; "" = not configured (payments to other banks stay pending). In
+# development (`make run`) the gateway simulator that Procfile.dev starts on port 8700.
+DEV_GATEWAY_URL = "http://127.0.0.1:8700"
+PAYMENT_GATEWAY_URL = env.str("PAYMENT_GATEWAY_URL", default=DEV_GATEWAY_URL if BANKCORE_ENV == "development" else "")
 # Shared secret of the incoming-credit webhooks' X-Signature; several, comma-separated, while
-# rotating. "" refuses every webhook.
+# rotating. "" refuses every webhook. In development one derived from SECRET_KEY, which the
+# simulator started by `make run` reads from these same settings.
 GATEWAY_WEBHOOK_SECRET = env.str("GATEWAY_WEBHOOK_SECRET", default="")
+if not GATEWAY_WEBHOOK_SECRET and BANKCORE_ENV == "development":
+    GATEWAY_WEBHOOK_SECRET = hashlib.sha256(b"bankcore-gateway-webhook:" + SECRET_KEY.encode()).hexdigest()
 # Connect and read timeout of every call to the gateway, in seconds.
 PAYMENT_GATEWAY_TIMEOUT = env.float("PAYMENT_GATEWAY_TIMEOUT", default=10.0)
 # Consecutive failed calls that open the circuit, and how long it stays open before one probe.

@@ -22,7 +22,8 @@ class Command(BaseCommand):
             f"  OpenAPI schema:         {base}/api/schema/",
             f"  Admin (staff, TOTP):    {base}/{settings.ADMIN_URL}",
             f"  Health / readiness:     {base}/healthz  {base}/readyz",
-            "  Demo logins: printed by seed_demo above; Ctrl-C stops web, worker and beat.",
+            f"  Payment gateway (simulator): {settings.PAYMENT_GATEWAY_URL}  (docs/payments.md)",
+            "  Demo logins: printed by seed_demo above; Ctrl-C stops web, worker, beat and the gateway.",
             "",
         ]
         self.stdout.write("\n".join(lines))
