@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -120,26 +121,54 @@ def postmaster() -> psutil.Process:
 
     conn = psycopg2.connect(base.BENCH_URL)
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_postmaster_start_time(), pg_backend_pid()")
-        backend = cur.fetchone()[1]
+        cur.execute("SELECT pg_backend_pid()")
+        backend = cur.fetchone()[0]
     conn.close()
     return psutil.Process(psutil.Process(backend).ppid())
 
 
+_BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum launcher", "logical replication")
+
+
 class CpuMeter:
-    """CPU seconds of PostgreSQL (all its processes), the gunicorn tree and our client children."""
+    """CPU seconds of PostgreSQL, the gunicorn tree and our client children (pgbench, wrk).
+
+    PostgreSQL: the backends of the bench database and the shared background processes (WAL
+    writer, checkpointer, ...), not other databases' backends (other suites on the host). A
+    thread polls them every 0.1 s and keeps each process's last reading, so a backend that
+    exits (pgbench's, at its end) is counted up to its last poll (undercounts at most 0.1 s).
+    """
 
     def __init__(self, gunicorn_pid: int) -> None:
         self.postgres = postmaster()
         self.gunicorn = psutil.Process(gunicorn_pid)
+        self.database = base.BENCH_URL.rsplit("/", 1)[1]
+        self.seen: dict[int, float] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        while True:
+            for child in self.postgres.children():
+                try:
+                    title = " ".join(child.cmdline())
+                    if f" {self.database} " in title or any(name in title for name in _BACKGROUND):
+                        times = child.cpu_times()
+                        with self.lock:
+                            self.seen[child.pid] = times.user + times.system
+                except psutil.Error:
+                    continue
+            time.sleep(0.1)
 
     def read(self) -> dict[str, float]:
+        time.sleep(0.15)  # one poll after the round's last work
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with self.lock:
+            postgres = sum(self.seen.values())
         return {
-            "postgres": _tree_cpu(self.postgres),
+            "postgres": postgres,
             "web": _tree_cpu(self.gunicorn),
             "client": children.ru_utime + children.ru_stime,
-            "wall": time.monotonic(),
         }
 
 
@@ -278,9 +307,9 @@ def profile_round(server_pid: int, port: int, mode: str, datafile: Path, args: a
         stderr=subprocess.DEVNULL,
     )
     time.sleep(1.0)  # py-spy attached to every worker
-    rate, note = run_wrk(port, mode, datafile, args.connections, args.seconds - 1, f"profile{time.time_ns()}")
+    rate, note = run_wrk(port, mode, datafile, args.profile_connections, args.seconds - 1, f"p{time.time_ns()}")
     recorder.wait(60)
-    print(f"{mode} under py-spy: {rate:.0f} transfers/s ({note})", flush=True)
+    print(f"{mode} under py-spy, {args.profile_connections} connection(s): {rate:.0f} transfers/s ({note})", flush=True)
     return summarise_profile(collapsed)
 
 
@@ -291,6 +320,57 @@ def shutil_which(name: str) -> str:
     if not Path(found).exists():
         raise RuntimeError(f"{name} not found: .venv/bin/pip install py-spy")
     return found
+
+
+# --- alerts (item 3) -------------------------------------------------------------------------
+
+
+def measure_alerts(env: dict[str, str], web_ms: float, timeout: float = 900) -> None:
+    """CPU seconds one Celery worker spends draining the alerts the (c) rounds left in the outbox,
+    per transfer, against the web workers' CPU per (c) transfer (`web_ms`).
+
+    The queues are purged first (the drain tasks the rounds published), the worker is started and
+    left idle for 3 s (its start-up is not counted), then one drain is published and the worker's
+    process tree is measured until the outbox is empty and the worker has been idle for 2 s.
+    """
+    from bankcore.celery import app
+    from bankcore.testing import CeleryWorker
+    from transactions.models import LedgerNotice
+    from transactions.services.notices import DRAIN_TASK
+
+    queues = ("default", "settlement", "notifications", "maintenance")
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in queues:
+            channel.queue_purge(queue)
+    pending = LedgerNotice.objects.filter(sent_at=None).count()
+    print(f"\nalerts: {pending:,} transfers' alerts in the outbox; one Celery worker (threads, 2) drains them")
+    with CeleryWorker(queues=queues, concurrency=2, env=env) as worker:
+        assert worker.process is not None
+        tree = psutil.Process(worker.process.pid)
+        time.sleep(3)
+        before, start = _tree_cpu(tree), time.monotonic()
+        app.send_task(DRAIN_TASK)
+        last, idle_since = before, None
+        while time.monotonic() - start < timeout:
+            time.sleep(0.5)
+            now = _tree_cpu(tree)
+            busy = now - last > 0.02 or LedgerNotice.objects.filter(sent_at=None).exists()
+            last = now
+            if busy:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= 2:
+                break
+        left = LedgerNotice.objects.filter(sent_at=None).count()
+        spent = last - before
+    per_transfer = 1000 * spent / max(pending - left, 1)
+    print(
+        f"  drained {pending - left:,} in {time.monotonic() - start:.1f} s ({left} left); worker CPU {spent:.1f} s ="
+        f" {per_transfer:.3f} ms per transfer's alerts; web workers {web_ms:.3f} ms per transfer:"
+        f" alerts/web = {per_transfer / web_ms:.2f} (target <= 0.5)"
+    )
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -305,6 +385,18 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=50, help="customers, one funded account each")
     parser.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
     parser.add_argument("--profile", type=Path, help="then profile one (c) and one (b) round with py-spy into DIR")
+    parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help="at the end, measure a Celery worker's CPU per transfer's alerts (the outbox the (c) rounds left)",
+    )
+    parser.add_argument(
+        "--profile-connections",
+        type=int,
+        default=1,
+        help="wrk connections of the profiled rounds: py-spy counts a runnable thread as on CPU, so on an"
+        " oversubscribed host (16 connections on 2 cores) waits for a core would read as work",
+    )
     args = parser.parse_args()
     parts = [part for part in "abc" if part in args.parts.split(",")]
 
@@ -349,7 +441,7 @@ def main() -> None:
                     )
                 after = meter.read()
                 rates[part].append(rate)
-                transfers = rate * (after["wall"] - before["wall"])  # for the CPU shares only
+                transfers = rate * args.seconds  # for the CPU per transfer only
                 done[part] += transfers
                 for key in ("postgres", "web", "client"):
                     cpu[part][key] += after[key] - before[key]
@@ -364,7 +456,10 @@ def main() -> None:
         for top, bottom in (("b", "a"), ("c", "a"), ("c", "b")):
             if top in mean and bottom in mean and mean[bottom]:
                 print(f"  {top}/{bottom}  {mean[top] / mean[bottom]:6.3f}  ({PARTS[top]} / {PARTS[bottom]})")
-        print("\nCPU per transfer (ms; all PostgreSQL processes, the gunicorn workers, the client)")
+        print(
+            "\nCPU per transfer, ms (PostgreSQL: the bench database's backends + background processes;"
+            " web: the gunicorn workers; client: pgbench or wrk)"
+        )
         for part in parts:
             shares = "  ".join(f"{key} {1000 * cpu[part][key] / max(done[part], 1):6.3f}" for key in cpu[part])
             print(f"  {PARTS[part]:15} {shares}")
@@ -376,6 +471,9 @@ def main() -> None:
                 summary = profile_round(server.process.pid, server.port, mode, tokens, args, args.profile)
                 (args.profile / f"{mode}-summary.txt").write_text(summary + "\n")
                 print(f"\nprofile of {mode} ({args.profile / mode}.txt):\n{summary}", flush=True)
+
+    if args.alerts and "c" in parts:
+        measure_alerts(env, 1000 * cpu["c"]["web"] / max(done["c"], 1))
 
     from transactions.services.verify import ledger_verify
 
