@@ -258,10 +258,37 @@ def _frame(frame: str) -> str:
     return f"{function} ({path})"
 
 
+# Where a request's CPU goes, by area: the share of samples with a frame containing the text.
+AREAS = (
+    ("Django: handler, middleware, URL resolving (all of it)", "WSGIHandler.__call__"),
+    ("  the view (DRF dispatch and everything under it)", "APIView.dispatch"),
+    ("    authentication: JWT decode and verify", "JWTAuthentication.get_validated_token"),
+    ("    authentication: user + login session query", "SessionJWTAuthentication.get_user"),
+    ("    idempotency: claim (INSERT the key)", "_claim (bankcore/idempotency.py)"),
+    ("    idempotency: complete (UPDATE the key with the response)", "_complete (bankcore/idempotency.py)"),
+    ("    savepoint + release", "_savepoint"),
+    ("    input validation (serializer)", "BaseSerializer.is_valid"),
+    ("    transfer_create", "transfer_create (transactions/services/transfers.py)"),
+    ("      customer + account locks, limits (one SQL call)", "limits_and_accounts_lock"),
+    ("      posting + alerts row + audit (one SQL call)", "posting_write"),
+    ("      audit event built in Python", "audit_event (bankcore/audit.py)"),
+    ("    output serializer", "Serializer.data"),
+    ("    naive view's post()", "NaiveTransfer.post"),
+    ("  COMMIT", "BaseDatabaseWrapper._commit"),
+    ("  connection health check (SELECT 1 per request)", "close_if_health_check_failed"),
+    ("every database round trip (cursor execute)", "CursorWrapper._execute (django/db/backends/utils.py)"),
+    ("every Redis round trip", "Redis.execute_command"),
+    ("the alerts' waker thread", "_Waker._run"),
+    ("Prometheus metrics", "prometheus_client/"),
+    ("gunicorn outside Django (accept, parse, write, close)", None),
+)
+
+
 def summarise_profile(collapsed: Path, top: int = 30) -> str:
     """Top frames by inclusive and by self share of the on-CPU samples in py-spy's raw output."""
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
+    areas: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -272,12 +299,27 @@ def summarise_profile(collapsed: Path, top: int = 30) -> str:
         total += count
         for frame in set(frames):
             inclusive[frame] += count
+        for _, text in AREAS:
+            if text is not None and any(text in frame for frame in frames):
+                areas[text] += count
         if frames:
             own[frames[-1]] += count
     if not total:
         return "no samples"
-    lines = [f"{total} on-CPU samples in the gunicorn workers", "", "inclusive (frame and everything it calls):"]
-    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines = [f"{total} samples of running (or runnable) threads in the gunicorn workers", "", "by area:"]
+    for label, text in AREAS:
+        if text is None:
+            handle = sum(n for frame, n in inclusive.items() if frame.startswith("SyncWorker.handle_request "))
+            django = sum(n for frame, n in inclusive.items() if frame.startswith("WSGIHandler.__call__ "))
+            share = sum(n for frame, n in inclusive.items() if frame.startswith("SyncWorker.handle ")) - handle
+            share += handle - django
+        else:
+            share = areas[text]
+        lines.append(f"  {100 * share / total:5.1f}%  {label}")
+    generic = ("gunicorn/", "runpy", "django/core/handlers/", "django/utils/deprecation", "Middleware", "_BrowserOnly")
+    lines += ["", "inclusive (frame and everything it calls; request plumbing left out):"]
+    shown = [(f, n) for f, n in inclusive.most_common() if not any(g in f for g in generic)][:top]
+    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in shown]
     lines += ["", "self (the frame itself):"]
     lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
     return "\n".join(lines)
