@@ -32,6 +32,7 @@ import collections
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -325,7 +326,22 @@ def summarise_profile(collapsed: Path, top: int = 30) -> str:
     return "\n".join(lines)
 
 
+def _backend_pids() -> list[int]:
+    import psycopg2
+
+    conn = psycopg2.connect(base.BENCH_URL)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+            " AND pid <> pg_backend_pid()"
+        )
+        pids = [row[0] for row in cur.fetchall()]
+    conn.close()
+    return pids
+
+
 def profile_round(server_pid: int, port: int, mode: str, datafile: Path, args: argparse.Namespace, out: Path) -> str:
+    """One round of `mode` under py-spy (the gunicorn workers) and perf (their PostgreSQL backends)."""
     py_spy = shutil_which("py-spy")
     collapsed = out / f"{mode}.txt"
     recorder = subprocess.Popen(
@@ -335,9 +351,8 @@ def profile_round(server_pid: int, port: int, mode: str, datafile: Path, args: a
             "--pid",
             str(server_pid),
             "--subprocesses",
-            "--nonblocking",
             "--rate",
-            "200",
+            "250",
             "--format",
             "raw",
             "--output",
@@ -348,11 +363,38 @@ def profile_round(server_pid: int, port: int, mode: str, datafile: Path, args: a
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    perf_data = out / f"{mode}-postgres.perf"
+    perf = subprocess.Popen(
+        [
+            "perf",
+            "record",
+            "-F",
+            "999",
+            "-o",
+            str(perf_data),
+            "-p",
+            ",".join(map(str, _backend_pids())),
+            "--",
+            "sleep",
+            str(int(args.seconds)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.0)  # py-spy attached to every worker
     rate, note = run_wrk(port, mode, datafile, args.profile_connections, args.seconds - 1, f"p{time.time_ns()}")
     recorder.wait(60)
+    perf.wait(60)
     print(f"{mode} under py-spy, {args.profile_connections} connection(s): {rate:.0f} transfers/s ({note})", flush=True)
-    return summarise_profile(collapsed)
+    report = subprocess.run(
+        ["perf", "report", "-i", str(perf_data), "--stdio", "--sort", "dso,symbol", "--percent-limit", "0.7"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    postgres = "\n".join(line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#"))
+    (out / f"{mode}-postgres.txt").write_text(report.stdout)
+    return summarise_profile(collapsed) + "\n\nPostgreSQL backends (perf, self time by symbol):\n" + postgres
 
 
 def shutil_which(name: str) -> str:
@@ -426,7 +468,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=5, help="gunicorn sync workers for (b) and (c)")
     parser.add_argument("--accounts", type=int, default=50, help="customers, one funded account each")
     parser.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
-    parser.add_argument("--profile", type=Path, help="then profile one (c) and one (b) round with py-spy into DIR")
+    parser.add_argument("--profile", type=Path, help="then profile one (c) and one (b) round: py-spy on the workers, perf on their backends; into DIR")
     parser.add_argument(
         "--alerts",
         action="store_true",
@@ -442,7 +484,6 @@ def main() -> None:
     args = parser.parse_args()
     parts = [part for part in "abc" if part in args.parts.split(",")]
 
-    from bankcore.testing import GunicornServer, process_env
 
     base.recreate_database()
     base.setup_django()
@@ -450,6 +491,15 @@ def main() -> None:
     print(f"{args.accounts} funded accounts, {args.connections} connections, {args.workers} workers", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="side-by-side-"))
+    try:
+        run(args, parts, rows, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, parts: list[str], rows: list[tuple[str, str, str]], work: Path) -> None:
+    from bankcore.testing import GunicornServer, process_env
+
     script = work / "transfer.sql"
     script.write_text(pgbench_script(rows))
     tokens = work / "customers.txt"
