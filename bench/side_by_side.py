@@ -468,7 +468,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=5, help="gunicorn sync workers for (b) and (c)")
     parser.add_argument("--accounts", type=int, default=50, help="customers, one funded account each")
     parser.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
-    parser.add_argument("--profile", type=Path, help="then profile one (c) and one (b) round: py-spy on the workers, perf on their backends; into DIR")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="then profile one (c) and one (b) round into DIR: py-spy on the workers, perf on their backends",
+    )
     parser.add_argument(
         "--alerts",
         action="store_true",
@@ -483,7 +487,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     parts = [part for part in "abc" if part in args.parts.split(",")]
-
 
     base.recreate_database()
     base.setup_django()
