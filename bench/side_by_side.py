@@ -209,7 +209,7 @@ def run_wrk(port: int, mode: str, datafile: Path, connections: int, seconds: flo
         [
             WRK,
             "-t",
-            "2",
+            str(min(2, connections)),
             "-c",
             str(connections),
             "-d",
