@@ -247,6 +247,36 @@ def write_tokens(rows: list[tuple[str, str, str]], path: Path) -> None:
 # --- profile ----------------------------------------------------------------------------------
 
 
+# Where a request's time in its worker goes, by area: the share of the request's samples (those
+# under SyncWorker.handle) with a frame containing the text. Wall-clock samples (py-spy --idle):
+# py-spy's idle detection is unreliable on this host (threads blocked in select() or on a lock
+# were sampled as running), so the profile is of wall time, at 1 connection by default, where a
+# request's wall time is its worker's CPU plus its waits for PostgreSQL and Redis.
+AREAS = (
+    ("gunicorn: read and parse the request, write the response, close", None),
+    ("Django: handler, middleware, URL resolving (all of it)", "WSGIHandler.__call__"),
+    ("  connection health check (SELECT 1 per request)", "close_if_health_check_failed"),
+    ("  the view (DRF dispatch and everything under it)", "APIView.dispatch"),
+    ("    authentication: JWT decode and verify", "JWTAuthentication.get_validated_token"),
+    ("    authentication: user + login session query", "SessionJWTAuthentication.get_user"),
+    ("    idempotency: claim (INSERT the key)", "_claim (bankcore/idempotency.py)"),
+    ("    idempotency: complete (UPDATE the key with the response)", "_complete (bankcore/idempotency.py)"),
+    ("    idempotency: savepoint + release around the view", "BaseDatabaseWrapper._savepoint"),
+    ("    input validation (serializer)", "BaseSerializer.is_valid"),
+    ("    transfer_create", "transfer_create (transactions/services/transfers.py)"),
+    ("      customer + account locks, limits (one SQL call)", "limits_and_accounts_lock"),
+    ("      posting + alerts row + audit (one SQL call)", "posting_write"),
+    ("      audit event built in Python", "audit_event (bankcore/audit.py)"),
+    ("    output serializer", "Serializer.data"),
+    ("    naive view's post()", "NaiveTransfer.post"),
+    ("  COMMIT", "BaseDatabaseWrapper._commit"),
+    ("every PostgreSQL round trip (cursor execute; its wait included)", "CursorWrapper._execute (django/db/"),
+    ("every Redis round trip", "Redis.execute_command"),
+    ("Prometheus metrics", "prometheus_client/"),
+    ("logging (access log, JSON lines)", "Logger._log"),
+)
+
+
 def _frame(frame: str) -> str:
     """'function (path/to/module.py:123)' -> 'function (module path)' without the line."""
     match = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
@@ -259,63 +289,30 @@ def _frame(frame: str) -> str:
     return f"{function} ({path})"
 
 
-# Where a request's CPU goes, by area: the share of samples with a frame containing the text.
-AREAS = (
-    ("Django: handler, middleware, URL resolving (all of it)", "WSGIHandler.__call__"),
-    ("  the view (DRF dispatch and everything under it)", "APIView.dispatch"),
-    ("    authentication: JWT decode and verify", "JWTAuthentication.get_validated_token"),
-    ("    authentication: user + login session query", "SessionJWTAuthentication.get_user"),
-    ("    idempotency: claim (INSERT the key)", "_claim (bankcore/idempotency.py)"),
-    ("    idempotency: complete (UPDATE the key with the response)", "_complete (bankcore/idempotency.py)"),
-    ("    savepoint + release", "_savepoint"),
-    ("    input validation (serializer)", "BaseSerializer.is_valid"),
-    ("    transfer_create", "transfer_create (transactions/services/transfers.py)"),
-    ("      customer + account locks, limits (one SQL call)", "limits_and_accounts_lock"),
-    ("      posting + alerts row + audit (one SQL call)", "posting_write"),
-    ("      audit event built in Python", "audit_event (bankcore/audit.py)"),
-    ("    output serializer", "Serializer.data"),
-    ("    naive view's post()", "NaiveTransfer.post"),
-    ("  COMMIT", "BaseDatabaseWrapper._commit"),
-    ("  connection health check (SELECT 1 per request)", "close_if_health_check_failed"),
-    ("every database round trip (cursor execute)", "CursorWrapper._execute (django/db/backends/utils.py)"),
-    ("every Redis round trip", "Redis.execute_command"),
-    ("the alerts' waker thread", "_Waker._run"),
-    ("Prometheus metrics", "prometheus_client/"),
-    ("gunicorn outside Django (accept, parse, write, close)", None),
-)
-
-
-def summarise_profile(collapsed: Path, top: int = 30) -> str:
-    """Top frames by inclusive and by self share of the on-CPU samples in py-spy's raw output."""
+def summarise_profile(collapsed: Path, top: int = 25) -> str:
+    """Shares of the requests' wall time in the workers, by area and by frame (py-spy raw output)."""
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     areas: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
         frames = [_frame(f) for f in stack.split(";") if not f.startswith("process ")]
+        if not any(frame.startswith("SyncWorker.handle ") for frame in frames):
+            continue  # not serving a request: waiting for one, the waker thread, the arbiter
+        count = int(count_text)
         total += count
         for frame in set(frames):
             inclusive[frame] += count
+        own[frames[-1]] += count
         for _, text in AREAS:
             if text is not None and any(text in frame for frame in frames):
                 areas[text] += count
-        if frames:
-            own[frames[-1]] += count
     if not total:
         return "no samples"
-    lines = [f"{total} samples of running (or runnable) threads in the gunicorn workers", "", "by area:"]
+    lines = [f"{total} samples of workers serving a request (wall clock, every 4 ms)", "", "by area:"]
     for label, text in AREAS:
-        if text is None:
-            handle = sum(n for frame, n in inclusive.items() if frame.startswith("SyncWorker.handle_request "))
-            django = sum(n for frame, n in inclusive.items() if frame.startswith("WSGIHandler.__call__ "))
-            share = sum(n for frame, n in inclusive.items() if frame.startswith("SyncWorker.handle ")) - handle
-            share += handle - django
-        else:
-            share = areas[text]
+        share = total - areas["WSGIHandler.__call__"] if text is None else areas[text]
         lines.append(f"  {100 * share / total:5.1f}%  {label}")
     generic = ("gunicorn/", "runpy", "django/core/handlers/", "django/utils/deprecation", "Middleware", "_BrowserOnly")
     lines += ["", "inclusive (frame and everything it calls; request plumbing left out):"]
