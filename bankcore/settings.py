@@ -495,10 +495,16 @@ PAYMENT_GATEWAY_TIMEOUT = env.float("PAYMENT_GATEWAY_TIMEOUT", default=10.0)
 PAYMENT_GATEWAY_BREAKER_FAILURES = env.int("PAYMENT_GATEWAY_BREAKER_FAILURES", default=5)
 PAYMENT_GATEWAY_BREAKER_RESET_SECONDS = env.float("PAYMENT_GATEWAY_BREAKER_RESET_SECONDS", default=30.0)
 # The bank's own settlement account at the gateway: the debtor of every pain.001 we send.
-# The defaults are a well-known example IBAN/BIC, fine for development and the simulator only.
 SETTLEMENT_DEBTOR_NAME = env.str("SETTLEMENT_DEBTOR_NAME", default=BANK_NAME)
-SETTLEMENT_DEBTOR_IBAN = env.str("SETTLEMENT_DEBTOR_IBAN", default="DE89370400440532013000")
-SETTLEMENT_DEBTOR_BIC = env.str("SETTLEMENT_DEBTOR_BIC", default="COBADEFFXXX")
+# The defaults are the simulator's example account, for development and tests only: production
+# must name the bank's real account when it configures a gateway.
+SETTLEMENT_DEBTOR_IBAN = env.str("SETTLEMENT_DEBTOR_IBAN", default="" if PRODUCTION else "DE89370400440532013000")
+SETTLEMENT_DEBTOR_BIC = env.str("SETTLEMENT_DEBTOR_BIC", default="" if PRODUCTION else "COBADEFFXXX")
+if PRODUCTION and PAYMENT_GATEWAY_URL and not (SETTLEMENT_DEBTOR_IBAN and SETTLEMENT_DEBTOR_BIC):
+    raise ImproperlyConfigured(
+        "SETTLEMENT_DEBTOR_IBAN and SETTLEMENT_DEBTOR_BIC (the bank's account at the gateway) must be set in "
+        "production when PAYMENT_GATEWAY_URL is."
+    )
 
 # --- Legacy core (ISO 8583 over TCP; integrations/legacy) ----------------------------
 # "host:port" of the legacy core banking system; "" = not configured (no legacy accounts).

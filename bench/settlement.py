@@ -36,60 +36,9 @@ sys.path.insert(0, str(BASE_DIR))
 sys.path.insert(0, str(BASE_DIR / "bench"))
 
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bankcore_bench_settle")
-from transfers import recreate_database, setup_django  # noqa: E402 - sets the env first
+from transfers import create_accounts, recreate_database, setup_django  # noqa: E402 - sets the env first
 
 START_BALANCE = 100_000_000
-
-
-def create_accounts(count: int) -> list[tuple[str, str, str]]:
-    """`count` customers with one funded EUR account each: [(user_id, account_id, iban)].
-
-    As bench/transfers.py loads them (one balanced opening transaction against the migration
-    account, triggers off for the load only; verify_ledger at the end proves it balanced),
-    with the `held` column the ledger now carries.
-    """
-    from django.contrib.auth import get_user_model
-    from django.db import connection, transaction
-
-    from accounts.services.bank_accounts import iban_generate, internal_account
-    from bankcore.ids import uuid7
-
-    user_model = get_user_model()
-    users = [
-        user_model(id=uuid7(), email=f"bench-settle-{n}@bench.test", full_name=f"Bench {n}", password="!")
-        for n in range(count)
-    ]
-    user_model.objects.bulk_create(users, batch_size=2000)
-    rows = [(str(user.pk), str(uuid7()), iban_generate()) for user in users]
-    migration = internal_account(purpose="migration", currency="EUR")
-    txn = uuid7()
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SET LOCAL session_replication_role = replica")
-        cur.executemany(
-            "INSERT INTO accounts_bankaccount (id, owner_id, name, kind, currency, status, iban, balance, held,"
-            " overdraft_limit, created_at) VALUES (%s, %s, 'Bench', 'current', 'EUR', 'active', %s, %s, 0, 0, now())",
-            [(account_id, user_id, iban, START_BALANCE) for user_id, account_id, iban in rows],
-        )
-        cur.execute(
-            "INSERT INTO transactions_transaction (id, kind, status, reference, description, currency,"
-            " created_at, posted_at) VALUES (%s, 'opening', 'posted', 'bench', 'Opening balance', 'EUR', now(), now())",
-            [txn],
-        )
-        cur.executemany(
-            "INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)"
-            " VALUES (%s, %s, %s, 'EUR', %s, now())",
-            [(txn, account_id, START_BALANCE, START_BALANCE) for _, account_id, _ in rows],
-        )
-        cur.execute(
-            "UPDATE accounts_bankaccount SET balance = balance - %s WHERE id = %s",
-            [START_BALANCE * count, migration.pk],
-        )
-        cur.execute(
-            "INSERT INTO transactions_entry (transaction_id, account_id, amount, currency, balance_after, created_at)"
-            " SELECT %s, id, %s, 'EUR', balance, now() FROM accounts_bankaccount WHERE id = %s",
-            [txn, -START_BALANCE * count, migration.pk],
-        )
-    return rows
 
 
 def _create_payments(rows: list[tuple[str, str, str]], out: multiprocessing.Queue) -> None:
@@ -175,7 +124,7 @@ def main() -> None:
     from transactions.services.verify import ledger_verify
 
     print(f"setting up {args.payments} funded accounts ...", flush=True)
-    rows = create_accounts(args.payments)
+    rows = create_accounts(args.payments, "settle")
     print(f"creating {args.payments} payments through payment_create ({args.creators} processes) ...", flush=True)
     rate = create_payments(rows, args.creators)
     print(f"payment_create: {rate:,.0f} payments/s", flush=True)

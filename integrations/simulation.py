@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
@@ -69,7 +70,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class SimulatorProcess:
+class SimulatorProcess(ABC):
     """A simulator's `manage.py` command as a subprocess with its journal in `data_dir`; ready
     when `health_url` answers 200. stop() and start() again on the same data dir and ports is a
     restart of the same simulated system. Subclasses give `name`, `argv()` and `health_url`."""
@@ -82,12 +83,14 @@ class SimulatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "simulator.log"
 
+    @abstractmethod
     def argv(self) -> list[str]:
-        raise NotImplementedError
+        """The command and its arguments after `manage.py`."""
 
     @property
+    @abstractmethod
     def health_url(self) -> str:
-        raise NotImplementedError
+        """A URL that answers 200 once the simulator serves."""
 
     def start(self, timeout: float = 30) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)

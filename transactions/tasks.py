@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from uuid import UUID
 
@@ -10,27 +9,8 @@ from celery import shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from bankcore.maintenance import maintenance_active
 from integrations.gateway.errors import GatewayRejected, GatewayUnavailable
-
-logger = logging.getLogger(__name__)
-
-# While maintenance mode is on, every settlement task returns PAUSED at once and changes nothing:
-# formed and submitted batches stay due, and the first sweep after maintenance re-drives them
-# (and forms a cut-off's batches that the pause skipped).
-PAUSED = "paused: maintenance mode"
-# Without a gateway (PAYMENT_GATEWAY_URL unset) payments wait, pending, until one is configured.
-NO_GATEWAY = "idle: PAYMENT_GATEWAY_URL is not set"
-
-
-def _settlement_held_back() -> str | None:
-    """Why settlement must not run now (maintenance, no gateway), or None."""
-    if maintenance_active():
-        return PAUSED
-    if not settings.PAYMENT_GATEWAY_URL:
-        logger.warning("settlement idle: PAYMENT_GATEWAY_URL is not set; payments to other banks wait")
-        return NO_GATEWAY
-    return None
+from transactions.services.settlement import settlement_held_back
 
 
 @shared_task
@@ -76,7 +56,7 @@ def run_settlement() -> list[str] | str:
     """Beat, at the cut-off: form the due payments' batches, then send each (one task per batch)."""
     from transactions.services.settlement import settlement_form_batches
 
-    if (held_back := _settlement_held_back()) is not None:
+    if (held_back := settlement_held_back()) is not None:
         return held_back
     batches = settlement_form_batches()
     for batch in batches:  # formed and committed: a lost enqueue is re-driven by the sweep
@@ -101,7 +81,7 @@ def submit_settlement_batch(self: Any, batch_id: str) -> str:
     """
     from transactions.services.settlement import settlement_submit
 
-    if (held_back := _settlement_held_back()) is not None:
+    if (held_back := settlement_held_back()) is not None:
         return held_back
     try:
         result = settlement_submit(batch_id=UUID(batch_id))
@@ -126,7 +106,7 @@ def apply_settlement_report(self: Any, batch_id: str) -> str:
     payment is final (bounded: the sweep takes over after SETTLEMENT_REPORT_MAX_POLLS)."""
     from transactions.services.settlement import ReportOutcome, settlement_apply_report
 
-    if (held_back := _settlement_held_back()) is not None:
+    if (held_back := settlement_held_back()) is not None:
         return held_back
     result = settlement_apply_report(batch_id=UUID(batch_id))
     if result.outcome == ReportOutcome.RESUBMIT:
@@ -144,7 +124,7 @@ def sweep_settlement() -> dict | str:
     missed cut-off's batches, alert operators about payments open too long."""
     from transactions.services.settlement import settlement_sweep
 
-    if (held_back := _settlement_held_back()) is not None:
+    if (held_back := settlement_held_back()) is not None:
         return held_back
     result = settlement_sweep()
     for batch_id in result.submit:

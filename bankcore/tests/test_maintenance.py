@@ -255,8 +255,8 @@ def _due_payment(customer):
 
 @pytest.mark.django_db
 def test_settlement_tasks_do_nothing_while_on(gateway, bank):
+    from transactions.services.settlement import PAUSED
     from transactions.tasks import (
-        PAUSED,
         apply_settlement_report,
         run_settlement,
         submit_settlement_batch,
@@ -278,7 +278,8 @@ def test_settlement_tasks_do_nothing_while_on(gateway, bank):
 
 def test_a_real_settlement_worker_pauses_and_resumes(gateway, settlement_worker, settings):
     """The worker is another process: it sees the switch through the database, both ways."""
-    from transactions.tasks import PAUSED, run_settlement
+    from transactions.services.settlement import PAUSED
+    from transactions.tasks import run_settlement
 
     customer = UserFactory()
     payment = _due_payment(customer)

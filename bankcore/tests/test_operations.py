@@ -152,6 +152,18 @@ def test_production_refuses_to_start_without_a_strong_audit_hmac_key():
     assert "AUDIT_HMAC_KEY must be set in production" in result.stderr
 
 
+def test_production_with_a_gateway_must_name_the_banks_own_settlement_account():
+    gateway = {"PAYMENT_GATEWAY_URL": "https://gateway.bank.example"}
+    result = _manage("check", env=_production_env(**gateway))
+    assert result.returncode != 0
+    assert "SETTLEMENT_DEBTOR_IBAN and SETTLEMENT_DEBTOR_BIC" in result.stderr
+    named = _production_env(
+        **gateway, SETTLEMENT_DEBTOR_IBAN="DE02120300000000202051", SETTLEMENT_DEBTOR_BIC="BYLADEM1001"
+    )
+    result = _manage("check", env=named)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_production_has_no_browsable_api_and_debug_off():
     code = (
         "from django.conf import settings as s;"

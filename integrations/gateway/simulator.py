@@ -574,7 +574,7 @@ def serve(
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C: stop serving and close the journal below
     finally:
         simulator.deliverer.stop()
         server.server_close()

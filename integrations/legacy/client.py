@@ -147,7 +147,7 @@ class _Gate:
                 else:
                     legacy_breaker.call(_fail, failure)
             except (pybreaker.CircuitBreakerError, LegacyError):
-                pass
+                pass  # the replayed failure itself, re-raised by pybreaker: it is counted, not news
 
     def release_probe(self) -> None:
         """The probe ended without telling anything about the core (e.g. pool busy)."""

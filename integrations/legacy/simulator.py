@@ -539,7 +539,7 @@ class LegacyCoreServer:
             )
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            pass  # the control client went away mid-request: nothing to answer
         finally:
             writer.close()
 

@@ -51,6 +51,7 @@ from prometheus_client.core import GaugeMetricFamily
 from accounts.services.bank_accounts import internal_account
 from bankcore.db.retry import atomic_with_retry
 from bankcore.ids import uuid7
+from bankcore.maintenance import maintenance_active
 from bankcore.money import format_amount
 from integrations.gateway.client import GatewayClient
 from integrations.gateway.errors import GatewayRejected, GatewayUnavailable, InvalidMessage, UnknownMessage
@@ -82,6 +83,24 @@ REFUSED_BACKOFF_MAX = timedelta(hours=6)
 
 
 # --- the gateway and the bank's own account at it ----------------------------------------------
+
+
+# Why settlement does not run now; formed and submitted batches stay due and the first sweep
+# afterwards re-drives them (and forms the batches of a cut-off that was skipped).
+PAUSED = "paused: maintenance mode"
+NO_GATEWAY = "idle: PAYMENT_GATEWAY_URL is not set"
+
+
+def settlement_held_back(*, fresh: bool = False) -> str | None:
+    """PAUSED while maintenance mode is on, NO_GATEWAY while no gateway is configured (payments
+    wait, pending), else None. `fresh` reads the maintenance switch from the database rather
+    than this process's few-seconds memo (an operator command)."""
+    if maintenance_active(fresh=fresh):
+        return PAUSED
+    if not settings.PAYMENT_GATEWAY_URL:
+        logger.warning("settlement idle: PAYMENT_GATEWAY_URL is not set; payments to other banks wait")
+        return NO_GATEWAY
+    return None
 
 
 _clients = threading.local()

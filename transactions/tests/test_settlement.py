@@ -326,10 +326,13 @@ def test_open_payments_are_a_prometheus_gauge_by_status(customer):
 
 @pytest.mark.django_db
 def test_without_a_gateway_settlement_waits_and_payments_stay_pending(customer, settings):
-    from transactions.tasks import NO_GATEWAY, run_settlement, sweep_settlement
+    from transactions.services.settlement import NO_GATEWAY
+    from transactions.tasks import run_settlement, sweep_settlement
 
     settings.PAYMENT_GATEWAY_URL = ""
     payment = _pay(customer, open_account(customer, balance=5_000), 1_000)
     assert run_settlement() == NO_GATEWAY and sweep_settlement() == NO_GATEWAY
     payment.refresh_from_db()
     assert payment.status == "pending" and not SettlementBatch.objects.exists()
+    with pytest.raises(CommandError, match="PAYMENT_GATEWAY_URL"):
+        call_command("run_settlement")

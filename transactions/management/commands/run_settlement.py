@@ -7,14 +7,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bankcore.maintenance import maintenance_active
 from bankcore.money import format_amount
 from integrations.gateway.errors import GatewayError
 from transactions.models import SettlementBatch
 from transactions.services.settlement import (
+    NO_GATEWAY,
+    PAUSED,
     ReportOutcome,
     settlement_apply_report,
     settlement_form_batches,
+    settlement_held_back,
     settlement_submit,
 )
 
@@ -32,8 +34,11 @@ class Command(BaseCommand):
         parser.add_argument("--poll-interval", type=float, default=1.0, help="Seconds between report polls.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if maintenance_active(fresh=True):
+        held_back = settlement_held_back(fresh=True)
+        if held_back == PAUSED:
             raise CommandError("Maintenance mode is on: settlement is paused (`manage.py maintenance off` first).")
+        if held_back == NO_GATEWAY:
+            raise CommandError("PAYMENT_GATEWAY_URL is not set: there is no gateway to settle with.")
         formed = settlement_form_batches()
         earlier = SettlementBatch.objects.filter(status=SettlementBatch.Status.FORMED).exclude(
             pk__in=[batch.pk for batch in formed]
