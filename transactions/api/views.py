@@ -193,7 +193,9 @@ class AccountStatement(APIView):
             OpenApiParameter("month", str, required=True, description="YYYY-MM"),
             OpenApiParameter("format", str, enum=["csv", "pdf"], description="Default csv."),
         ],
-        responses={(200, "text/csv"): OpenApiTypes.BINARY, (200, "application/pdf"): OpenApiTypes.BINARY},
+        # CSV is text (`type: string`): generated clients read it as text. Declared as binary, the text/*
+        # type made openapi-python-client build a file from `response.text` and crash on every download.
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/pdf"): OpenApiTypes.BINARY},
     )
     def get(self, request: Request, account_id: Any) -> HttpResponseBase:
         account = customer_account(user=request.user, account_id=account_id)
