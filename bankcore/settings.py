@@ -218,7 +218,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "bankcore.api.pagination.KeysetPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "bankcore.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "bankcore.api.schema.BankAutoSchema",
     "DEFAULT_THROTTLE_RATES": {
         "auth_ip": env.str("THROTTLE_AUTH_IP", default="30/min"),
         "auth_user": env.str("THROTTLE_AUTH_USER", default="20/min"),
@@ -264,7 +264,6 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "bankcore.api.schema.add_error_responses",
     ],
 }
 

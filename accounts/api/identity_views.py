@@ -14,10 +14,19 @@ from rest_framework.views import APIView
 
 from accounts.api import identity_serializers as s
 from accounts.api.throttles import AUTH_THROTTLES
+from accounts.exceptions import (
+    AccountLocked,
+    InvalidCredentials,
+    MfaRequired,
+    SessionRevoked,
+    StepUpRequired,
+    TotpAlreadyEnabled,
+)
 from accounts.models import Device, User
 from accounts.services import authentication, contacts, devices, sessions, step_up, two_factor, users
+from accounts.services.contacts import InvalidContactCode
+from bankcore.api.schema import raises
 
-_ERROR = OpenApiResponse(response={"$ref": "#/components/schemas/Error"})  # type: ignore[arg-type]
 _NO_CONTENT = OpenApiResponse(description="Done; no body.")
 
 
@@ -54,10 +63,11 @@ class TokenView(APIView):
     authentication_classes: list = []
     throttle_classes = AUTH_THROTTLES
 
+    @raises(InvalidCredentials, MfaRequired, AccountLocked)
     @extend_schema(
         tags=["identity"],
         request=s.TokenInput,
-        responses={200: s.TokenPairOutput, 401: _ERROR, 403: _ERROR},
+        responses={200: s.TokenPairOutput},
         description="Password login. With TOTP enabled answers 401 `mfa_required` with `details.mfa_token` "
         "(valid 5 minutes, once) to send to /auth/token/mfa. Any wrong e-mail or password: 401 "
         "`invalid_credentials`; 5 in a row lock the account (403 `account_locked`).",
@@ -72,7 +82,8 @@ class MfaTokenView(APIView):
     authentication_classes: list = []
     throttle_classes = AUTH_THROTTLES
 
-    @extend_schema(tags=["identity"], request=s.MfaTokenInput, responses={200: s.TokenPairOutput, 401: _ERROR})
+    @raises(InvalidCredentials, AccountLocked)
+    @extend_schema(tags=["identity"], request=s.MfaTokenInput, responses={200: s.TokenPairOutput})
     def post(self, request: Request) -> Response:
         return Response(authentication.mfa_login(**_valid(s.MfaTokenInput, request)))
 
@@ -82,10 +93,11 @@ class RefreshView(APIView):
     authentication_classes: list = []
     throttle_classes = AUTH_THROTTLES
 
+    @raises(SessionRevoked)
     @extend_schema(
         tags=["identity"],
         request=s.RefreshInput,
-        responses={200: s.TokenPairOutput, 401: _ERROR},
+        responses={200: s.TokenPairOutput},
         description="Rotates: the refresh token sent is spent. Sending a spent one again ends the whole login "
         "(every token from it) and answers 401.",
     )
@@ -98,7 +110,8 @@ class LogoutView(APIView):
     authentication_classes: list = []
     throttle_classes = AUTH_THROTTLES
 
-    @extend_schema(tags=["identity"], request=s.RefreshInput, responses={204: _NO_CONTENT, 401: _ERROR})
+    @raises(SessionRevoked)
+    @extend_schema(tags=["identity"], request=s.RefreshInput, responses={204: _NO_CONTENT})
     def post(self, request: Request) -> Response:
         sessions.session_logout(**_valid(s.RefreshInput, request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -111,10 +124,11 @@ class MeView(APIView):
     def get(self, request: Request) -> Response:
         return Response(s.UserOutput(_customer(request)).data)
 
+    @raises(StepUpRequired)
     @extend_schema(
         tags=["identity"],
         request=s.ProfileInput,
-        responses={200: s.UserOutput, 403: _ERROR},
+        responses={200: s.UserOutput},
         description="A contact change (email, phone, notification_email, notification_phone) needs `step_up_token` "
         "(purpose `contact_change`, payee = the new value), else 403 `step_up_required`; the current contacts are "
         "told, a code goes to the new one, and the change shows in `pending_contacts` until confirmed.",
@@ -132,10 +146,11 @@ class ContactConfirmView(APIView):
     permission_classes = [IsAuthenticated]
     throttle_classes = AUTH_THROTTLES
 
+    @raises(InvalidContactCode)
     @extend_schema(
         tags=["identity"],
         request=s.ContactConfirmInput,
-        responses={200: s.UserOutput, 400: _ERROR},
+        responses={200: s.UserOutput},
         description="Apply a pending contact change with the code sent to the new contact (valid 30 minutes, 5 tries).",
     )
     def post(self, request: Request) -> Response:
@@ -148,10 +163,11 @@ class PasswordView(APIView):
     permission_classes = [IsAuthenticated]
     throttle_classes = AUTH_THROTTLES
 
+    @raises(InvalidCredentials, AccountLocked)
     @extend_schema(
         tags=["identity"],
         request=s.PasswordChangeInput,
-        responses={204: _NO_CONTENT, 401: _ERROR},
+        responses={204: _NO_CONTENT},
         description="Changes the password and ends every other session (this one stays).",
     )
     def post(self, request: Request) -> Response:
@@ -164,14 +180,16 @@ class TotpView(APIView):
     permission_classes = [IsAuthenticated]
     throttle_classes = AUTH_THROTTLES
 
-    @extend_schema(tags=["identity"], request=None, responses={201: s.TotpEnrolOutput, 409: _ERROR})
+    @raises(TotpAlreadyEnabled)
+    @extend_schema(tags=["identity"], request=None, responses={201: s.TotpEnrolOutput})
     def post(self, request: Request) -> Response:
         return Response(two_factor.totp_enrol(user=_customer(request)), status=status.HTTP_201_CREATED)
 
+    @raises(InvalidCredentials, AccountLocked)
     @extend_schema(
         tags=["identity"],
         request=s.CodeInput,
-        responses={204: _NO_CONTENT, 401: _ERROR},
+        responses={204: _NO_CONTENT},
         description="Turns TOTP off; needs a current TOTP or backup code.",
     )
     def delete(self, request: Request) -> Response:
@@ -213,7 +231,7 @@ class DeviceDetailView(APIView):
     @extend_schema(
         tags=["identity"],
         request=s.DeviceUpdateInput,
-        responses={200: s.DeviceOutput, 404: _ERROR},
+        responses={200: s.DeviceOutput},
         description="Update name, app version or push token (e.g. after FCM/APNs rotated it).",
     )
     def patch(self, request: Request, device_id: Any) -> Response:
@@ -222,7 +240,7 @@ class DeviceDetailView(APIView):
         device = devices.device_update(device=device, actor=_customer(request), changes=changes)
         return Response(s.DeviceOutput(device).data)
 
-    @extend_schema(tags=["identity"], responses={204: _NO_CONTENT, 404: _ERROR})
+    @extend_schema(tags=["identity"], responses={204: _NO_CONTENT})
     def delete(self, request: Request, device_id: Any) -> Response:
         device = devices.device_for_user(user=_customer(request), device_id=device_id)
         devices.device_revoke(device=device, actor=_customer(request))
@@ -234,6 +252,7 @@ class DeviceChallengeView(APIView):
     authentication_classes: list = []
     throttle_classes = AUTH_THROTTLES
 
+    @raises(InvalidCredentials, AccountLocked)
     @extend_schema(tags=["identity"], request=s.DeviceChallengeInput, responses={200: s.DeviceChallengeOutput})
     def post(self, request: Request) -> Response:
         challenge, expires_at = devices.device_challenge_issue(**_valid(s.DeviceChallengeInput, request))
@@ -245,7 +264,8 @@ class DeviceTokenView(APIView):
     authentication_classes: list = []
     throttle_classes = AUTH_THROTTLES
 
-    @extend_schema(tags=["identity"], request=s.DeviceTokenInput, responses={200: s.TokenPairOutput, 401: _ERROR})
+    @raises(InvalidCredentials, AccountLocked)
+    @extend_schema(tags=["identity"], request=s.DeviceTokenInput, responses={200: s.TokenPairOutput})
     def post(self, request: Request) -> Response:
         return Response(authentication.device_login(**_valid(s.DeviceTokenInput, request)))
 
@@ -254,10 +274,11 @@ class StepUpView(APIView):
     permission_classes = [IsAuthenticated]
     throttle_classes = AUTH_THROTTLES
 
+    @raises(InvalidCredentials, AccountLocked)
     @extend_schema(
         tags=["identity"],
         request=s.StepUpInput,
-        responses={200: s.StepUpOutput, 401: _ERROR},
+        responses={200: s.StepUpOutput},
         description="A step-up token valid 5 minutes, once, for exactly this purpose, amount, currency and payee.",
     )
     def post(self, request: Request) -> Response:

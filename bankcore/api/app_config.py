@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -44,7 +44,7 @@ class AppConfigView(APIView):
             OpenApiParameter("platform", str, required=True, enum=list(PLATFORMS)),
             OpenApiParameter("version", str, description="The app's version, e.g. 1.2.3 (for force_update)."),
         ],
-        responses={200: AppConfigOutput, 400: OpenApiResponse(description="`invalid_request`")},
+        responses={200: AppConfigOutput},
     )
     def get(self, request: Request) -> Response:
         platform = request.query_params.get("platform", "").strip().lower()

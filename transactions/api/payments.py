@@ -8,17 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.exceptions import StepUpRequired
+from bankcore.api.schema import raises
 from bankcore.idempotency import idempotent
 from bankcore.money import format_amount
 from transactions.api.fields import MoneyInputSerializer, paginated
 from transactions.api.views import IDEMPOTENCY_PARAMETER, PAGE_PARAMETERS, _paginate
-from transactions.exceptions import InvalidPayment
+from transactions.exceptions import (
+    AccountFrozen,
+    AccountNotFound,
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidPayment,
+    LimitExceeded,
+    PaymentNotCancellable,
+)
 from transactions.models import Payment
 from transactions.selectors import customer_payment, customer_payments
 from transactions.services.payments import (
@@ -132,22 +142,21 @@ class PaymentListCreate(APIView):
     def get(self, request: Request) -> Response:
         return _paginate(self, request, customer_payments(user=request.user), PaymentOutput)
 
+    @raises(
+        InvalidPayment,
+        AccountNotFound,
+        StepUpRequired,
+        InsufficientFunds,
+        AccountFrozen,
+        CurrencyMismatch,
+        LimitExceeded,
+    )
     @extend_schema(
         summary="Pay an account at another bank (SEPA credit transfer): accepted now, settled later",
         description="The amount is held at once (`available` drops); `balance` drops when the payment settles.",
         parameters=[IDEMPOTENCY_PARAMETER],
         request=PaymentInput,
-        responses={
-            202: PaymentOutput,
-            400: OpenApiResponse(description="`invalid_request` (per-field `details`; also a missing Idempotency-Key)"),
-            403: OpenApiResponse(description="`step_up_required`"),
-            404: OpenApiResponse(description="`not_found`: not one of the caller's accounts"),
-            409: OpenApiResponse(description="`idempotency_in_progress`"),
-            422: OpenApiResponse(
-                description="`insufficient_funds`, `account_frozen`, `currency_mismatch`, `limit_exceeded`, "
-                "`idempotency_key_reused`"
-            ),
-        },
+        responses={202: PaymentOutput},
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -171,18 +180,15 @@ class PaymentListCreate(APIView):
 class PaymentDetail(APIView):
     @extend_schema(
         summary="One of the caller's payments, with its status timeline",
-        responses={200: PaymentOutput, 404: OpenApiResponse(description="`not_found`")},
+        responses={200: PaymentOutput},
     )
     def get(self, request: Request, payment_id: Any) -> Response:
         return Response(PaymentOutput(customer_payment(user=request.user, payment_id=payment_id)).data)
 
+    @raises(PaymentNotCancellable)
     @extend_schema(
         summary="Cancel a payment that has not left yet (`pending`): the hold is released",
-        responses={
-            204: None,
-            404: OpenApiResponse(description="`not_found`"),
-            422: OpenApiResponse(description="`payment_not_cancellable`: it is batched, submitted or done"),
-        },
+        responses={204: None},
     )
     def delete(self, request: Request, payment_id: Any) -> Response:
         payment_cancel(user=request.user, payment_id=payment_id)

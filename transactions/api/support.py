@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bankcore.api.schema import raises
 from transactions.api.fields import paginated
 from transactions.api.views import PAGE_PARAMETERS, _paginate
+from transactions.exceptions import AccountNotFound, PaymentNotFound
 from transactions.models import SupportMessage, SupportTicket
 from transactions.models.support import MESSAGE_MAX, SUBJECT_MAX
 from transactions.selectors import customer_ticket, customer_tickets
@@ -72,14 +74,11 @@ class SupportTicketListCreate(APIView):
     def get(self, request: Request) -> Response:
         return _paginate(self, request, customer_tickets(user=request.user), SupportTicketOutput)
 
+    @raises(AccountNotFound, PaymentNotFound)
     @extend_schema(
         summary="Open a support ticket, optionally about one of the caller's transfers or payments",
         request=SupportTicketInput,
-        responses={
-            201: SupportTicketOutput,
-            400: OpenApiResponse(description="`invalid_request` (per-field `details`)"),
-            404: OpenApiResponse(description="`not_found`: the transfer or payment is not the caller's"),
-        },
+        responses={201: SupportTicketOutput},
     )
     def post(self, request: Request) -> Response:
         data = SupportTicketInput(data=request.data)
@@ -99,7 +98,7 @@ class SupportTicketListCreate(APIView):
 class SupportTicketDetail(APIView):
     @extend_schema(
         summary="One of the caller's support tickets with its messages",
-        responses={200: SupportTicketOutput, 404: OpenApiResponse(description="`not_found`")},
+        responses={200: SupportTicketOutput},
     )
     def get(self, request: Request, ticket_id: Any) -> Response:
         return Response(SupportTicketOutput(customer_ticket(user=request.user, ticket_id=ticket_id)).data)
@@ -109,11 +108,7 @@ class SupportTicketMessages(APIView):
     @extend_schema(
         summary="Write to one of the caller's tickets (a closed one is reopened)",
         request=SupportMessageInput,
-        responses={
-            201: SupportMessageOutput,
-            400: OpenApiResponse(description="`invalid_request`"),
-            404: OpenApiResponse(description="`not_found`"),
-        },
+        responses={201: SupportMessageOutput},
     )
     def post(self, request: Request, ticket_id: Any) -> Response:
         data = SupportMessageInput(data=request.data)

@@ -12,16 +12,18 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import is_naive, make_aware
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.exceptions import StepUpRequired
 from accounts.services.bank_accounts import bank_account_open
 from accounts.services.legacy_links import customer_legacy_link, customer_legacy_links, legacy_balances
 from bankcore.api.pagination import KeysetPagination, decode_cursor, encode_cursor, parse_limit
+from bankcore.api.schema import raises
 from bankcore.db.replica import reads_pinned
 from bankcore.idempotency import idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
@@ -39,7 +41,15 @@ from transactions.api.serializers import (
     TransferInput,
     TransferOutput,
 )
-from transactions.exceptions import AccountNotFound
+from transactions.exceptions import (
+    AccountFrozen,
+    AccountNotFound,
+    CurrencyMismatch,
+    InsufficientFunds,
+    LimitExceeded,
+    SameAccount,
+    UnknownDestination,
+)
 from transactions.models import Beneficiary, StandingOrder
 from transactions.selectors import (
     account_history,
@@ -50,7 +60,12 @@ from transactions.selectors import (
     history_page,
 )
 from transactions.services.insights import entry_categories
-from transactions.services.legacy_transfers import is_legacy_iban, transfer_from_legacy, transfer_to_legacy
+from transactions.services.legacy_transfers import (
+    LegacyCoreUnavailable,
+    is_legacy_iban,
+    transfer_from_legacy,
+    transfer_to_legacy,
+)
 from transactions.services.limits import limits_for
 from transactions.services.payees import (
     beneficiary_create,
@@ -239,22 +254,22 @@ class TransferListCreate(APIView):
     def get(self, request: Request) -> Response:
         return _paginate(self, request, customer_transfers(user=request.user), TransferOutput)
 
+    @raises(
+        AccountNotFound,
+        StepUpRequired,
+        InsufficientFunds,
+        AccountFrozen,
+        CurrencyMismatch,
+        SameAccount,
+        LimitExceeded,
+        UnknownDestination,
+        LegacyCoreUnavailable,
+    )
     @extend_schema(
         summary="Send money to an account of this bank",
         parameters=[IDEMPOTENCY_PARAMETER],
         request=TransferInput,
-        responses={
-            201: TransferOutput,
-            409: OpenApiResponse(description="`idempotency_in_progress`"),
-            422: OpenApiResponse(
-                description="`insufficient_funds`, `account_frozen`, `currency_mismatch`, `same_account`, "
-                "`limit_exceeded`, `idempotency_key_reused`"
-            ),
-            503: OpenApiResponse(
-                description="`unavailable`: the legacy core did not answer (a transfer with a legacy account); "
-                "nothing was booked - retry with the same Idempotency-Key"
-            ),
-        },
+        responses={201: TransferOutput},
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -362,17 +377,12 @@ class StandingOrderListCreate(APIView):
     def get(self, request: Request) -> Response:
         return _paginate(self, request, StandingOrder.objects.filter(owner=request.user.pk), StandingOrderOutput)
 
+    @raises(AccountNotFound, UnknownDestination, StepUpRequired, CurrencyMismatch, SameAccount, LimitExceeded)
     @extend_schema(
         summary="Schedule a recurring transfer",
         parameters=[IDEMPOTENCY_PARAMETER],
         request=StandingOrderInput,
-        responses={
-            201: StandingOrderOutput,
-            409: OpenApiResponse(description="`idempotency_in_progress`"),
-            422: OpenApiResponse(
-                description="`limit_exceeded`, `currency_mismatch`, `same_account`, `idempotency_key_reused`"
-            ),
-        },
+        responses={201: StandingOrderOutput},
     )
     @idempotent
     def post(self, request: Request) -> Response:

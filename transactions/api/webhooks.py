@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bankcore.api.exceptions import BankError
+from bankcore.api.schema import raises
 from integrations.gateway.errors import InvalidSignature
 from integrations.gateway.messages import CreditNotification
 from integrations.gateway.webhooks import SIGNATURE_HEADER, verify
@@ -47,6 +48,7 @@ class GatewayWebhook(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list[Any] = []
 
+    @raises(WebhookSignatureInvalid, WebhookBodyInvalid)
     @extend_schema(
         operation_id="gateway_webhook",
         summary="Incoming credit from the payment gateway (signed; applied once per notification id)",
@@ -79,8 +81,6 @@ class GatewayWebhook(APIView):
             200: inline_serializer(
                 name="WebhookReceipt", fields={"status": serializers.ChoiceField(choices=["applied", "duplicate"])}
             ),
-            400: OpenApiResponse(description="`invalid_request`: signed, but not a credit notification"),
-            401: OpenApiResponse(description="`invalid_signature`: nothing was applied"),
         },
     )
     def post(self, request: Request) -> Response:
