@@ -24,6 +24,8 @@ CLIENT_PACKAGE = "bankcore_client"
 # Generous auth rates for the server: the scenario and schemathesis sign in far more often than a
 # person would; the throttles themselves are proved in accounts/tests/test_throttling.py.
 _RELAXED_THROTTLES = {"THROTTLE_AUTH_IP": "100000/min", "THROTTLE_AUTH_USER": "100000/min", "THROTTLE_USER": "1000000/min"}
+# The app-version policy a test sets applies to the server's next request, not after its 5 s cache.
+_NO_APP_CONFIG_CACHE = {"APP_CONFIG_CACHE_SECONDS": "0"}
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +33,7 @@ def api_server(django_db_setup: None) -> Iterator[Any]:
     """bankcore under a real gunicorn on the test database (one worker: 2 cores, other suites)."""
     from bankcore.testing import GunicornServer, process_env
 
-    with GunicornServer(env=process_env(**_RELAXED_THROTTLES), workers=1) as server:
+    with GunicornServer(env=process_env(**_RELAXED_THROTTLES, **_NO_APP_CONFIG_CACHE), workers=1) as server:
         yield server
 
 

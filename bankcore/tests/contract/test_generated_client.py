@@ -323,6 +323,22 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
         api("notifications.notifications_read").sync_detailed(uuid.uuid4(), client=app.client), 404, "not_found"
     )
 
+    # --- an app too old for the API: 426 upgrade_required with the store's URL ----------------------------------
+    from bankcore.app_config import version_policy_set
+
+    store = "https://play.google.com/store/apps/details?id=bank.example"
+    version_policy_set(
+        platform="android", min_supported_version="2.0.0", latest_version="2.1.0", store_url=store, actor=None
+    )
+    old_app = AuthenticatedClient(
+        base_url=api_server.url,
+        token=app.client.token,
+        headers={"X-App-Platform": "android", "X-App-Version": "1.9.9"},
+        raise_on_unexpected_status=True,
+    )
+    error = typed_error(api("accounts.accounts_list").sync_detailed(client=old_app), 426, "upgrade_required")
+    assert details(error)["store_url"] == store
+
     # --- the public service status ----------------------------------------------------------------------------
     status = ok(api("status.service_status").sync_detailed(client=app.anonymous), 200)
     assert (status.state.value if isinstance(status.state, enum.Enum) else status.state) == "operational"
