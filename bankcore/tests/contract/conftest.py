@@ -35,6 +35,8 @@ def api_server(django_db_setup: None) -> Iterator[Any]:
 
     with GunicornServer(env=process_env(**_RELAXED_THROTTLES, **_NO_APP_CONFIG_CACHE), workers=1) as server:
         yield server
+        import subprocess as sp
+        print("SERVER CPU", sp.run(["ps", "-o", "pid,cputime,cmd", "--ppid", str(server.process.pid), "-p", str(server.process.pid)], capture_output=True, text=True).stdout)
 
 
 @pytest.fixture(scope="session")
