@@ -40,9 +40,7 @@ def test_committed_schema_is_what_the_server_serves(client):
     assert COMMITTED.exists(), f"docs/openapi.yaml is missing: {REGENERATE}"
     committed = yaml.safe_load(COMMITTED.read_text(encoding="utf-8"))
     differences = _differences(committed, served)
-    assert not differences, f"The API schema changed; {REGENERATE}. First differences:\n" + "\n".join(
-        differences[:20]
-    )
+    assert not differences, f"The API schema changed; {REGENERATE}. First differences:\n" + "\n".join(differences[:20])
 
 
 def test_committed_schema_is_valid_openapi():
