@@ -9,7 +9,7 @@ EMBEDDED = $(PY) -m bankcore.embedded_db run --
 # The runtime role's URL when there is one (embedded: bankcore_app), else DATABASE_URL.
 AS_APP = DATABASE_URL="$${DATABASE_APP_URL:-$$DATABASE_URL}"
 
-.PHONY: run serve schema test venv deps dev-deps migrate lint typecheck bench clean
+.PHONY: run serve schema openapi test venv deps dev-deps migrate lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ test: $(VENV)/.dev-deps
 	DJANGO_SETTINGS_MODULE=bankcore.settings_test $(PY) -W "ignore:Got an error checking a consistent migration history:RuntimeWarning" \
 		manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## openapi: regenerate docs/openapi.yaml, the committed API schema (a test fails when it differs from /api/schema/)
+openapi: $(VENV)/.deps
+	DJANGO_SETTINGS_MODULE=bankcore.settings_test $(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache

@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import phonenumbers
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Device, User
 from accounts.services.contacts import pending_contact_changes
 from accounts.services.devices import parse_public_key
+from accounts.services.step_up import CONTACT_CHANGE_PURPOSE
 from accounts.services.two_factor import totp_enabled
+from bankcore.api.inputs import StrictInputSerializer
+from bankcore.api.schema import POSITIVE_AMOUNT
+from bankcore.money import CURRENCY_EXPONENTS
 
 
 def e164(value: str) -> str:
@@ -24,13 +30,35 @@ def e164(value: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+@extend_schema_field({"type": "string", "pattern": r"^\+[1-9][0-9]{6,14}$", "example": "+4915112345678"})
 class PhoneField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         return e164(value) if value else value
 
 
+class _BlankAsNull:
+    """An optional contact the user has not set reads as null, never "" (which is no e-mail address)."""
+
+    def to_representation(self, value: Any) -> Any:
+        return super().to_representation(value) if value else None  # type: ignore[misc]
+
+
+class OptionalEmailField(_BlankAsNull, serializers.EmailField):
+    pass
+
+
+class OptionalPhoneField(_BlankAsNull, serializers.CharField):
+    pass
+
+
 class UserOutput(serializers.ModelSerializer):
+    notification_email = OptionalEmailField(
+        read_only=True, allow_null=True, help_text="Where alerts go; null: the login e-mail."
+    )
+    notification_phone = OptionalPhoneField(
+        read_only=True, allow_null=True, help_text="Where SMS alerts go (E.164); null: `phone`."
+    )
     pending_contacts = serializers.SerializerMethodField(
         help_text="Contacts waiting for the code sent to them, {field: new value}; the fields above keep the "
         "verified ones until then."
@@ -73,14 +101,42 @@ class UserOutput(serializers.ModelSerializer):
         return ("•" * 4 + user.national_id[-4:]) if user.national_id else None
 
 
-class RegisterInput(serializers.Serializer):
+def _password_min_length() -> int:
+    validators: Any = settings.AUTH_PASSWORD_VALIDATORS
+    for validator in validators:
+        if validator["NAME"].endswith(".MinimumLengthValidator"):
+            return int(validator.get("OPTIONS", {}).get("min_length", 8))
+    return 1
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": _password_min_length(),
+        "maxLength": 128,
+        # Not all digits (NumericPasswordValidator); the common-password and similarity checks cannot be a schema.
+        "pattern": "[^0-9]",
+        "writeOnly": True,
+    }
+)
+class NewPasswordField(serializers.CharField):
+    """A password being set: Django's AUTH_PASSWORD_VALIDATORS decide, in the service."""
+
+
+class RegisterInput(StrictInputSerializer):
     email = serializers.EmailField(max_length=254)
     phone = PhoneField(max_length=32)
     full_name = serializers.CharField(max_length=200)
-    password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+    password = NewPasswordField(max_length=128, write_only=True, trim_whitespace=False)
 
 
-class ProfileInput(serializers.Serializer):
+class ProfileInput(StrictInputSerializer):
+    @classmethod
+    def openapi_request_constraints(cls) -> list[dict[str, Any]]:
+        contacts = ("email", "phone", "notification_email", "notification_phone")
+        pairs = [[a, b] for i, a in enumerate(contacts) for b in contacts[i + 1 :]]
+        return [{"not": {"anyOf": [{"required": pair} for pair in pairs]}}]  # one contact per request
+
     """Only these can change; anything else in the body (is_staff, lock state...) is ignored.
 
     A contact (email, phone, notification_email, notification_phone) needs `step_up_token`
@@ -99,17 +155,17 @@ class ProfileInput(serializers.Serializer):
     )
 
 
-class ContactConfirmInput(serializers.Serializer):
+class ContactConfirmInput(StrictInputSerializer):
     field = serializers.ChoiceField(choices=["email", "phone", "notification_email", "notification_phone"])
     code = serializers.CharField(max_length=16, help_text="The code sent to the new contact.")
 
 
-class PasswordChangeInput(serializers.Serializer):
+class PasswordChangeInput(StrictInputSerializer):
     current_password = serializers.CharField(max_length=128, trim_whitespace=False)
-    new_password = serializers.CharField(max_length=128, trim_whitespace=False)
+    new_password = NewPasswordField(max_length=128, trim_whitespace=False)
 
 
-class TokenInput(serializers.Serializer):
+class TokenInput(StrictInputSerializer):
     email = serializers.CharField(max_length=254)
     password = serializers.CharField(max_length=128, trim_whitespace=False)
     device_id = serializers.UUIDField(
@@ -122,12 +178,12 @@ class TokenPairOutput(serializers.Serializer):
     refresh = serializers.CharField(help_text="JWT; rotates on every use. Reusing an old one ends the session.")
 
 
-class MfaTokenInput(serializers.Serializer):
+class MfaTokenInput(StrictInputSerializer):
     mfa_token = serializers.CharField(max_length=128)
     code = serializers.CharField(max_length=32, help_text="6-digit TOTP code, or a backup code (xxxx-xxxx-xxxx).")
 
 
-class RefreshInput(serializers.Serializer):
+class RefreshInput(StrictInputSerializer):
     refresh = serializers.CharField(max_length=4096)
 
 
@@ -137,7 +193,7 @@ class TotpEnrolOutput(serializers.Serializer):
     qr_svg = serializers.CharField(help_text="The otpauth URI as a QR code, SVG markup.")
 
 
-class CodeInput(serializers.Serializer):
+class CodeInput(StrictInputSerializer):
     code = serializers.CharField(max_length=32)
 
 
@@ -145,7 +201,7 @@ class BackupCodesOutput(serializers.Serializer):
     backup_codes = serializers.ListField(child=serializers.CharField(), help_text="Shown once; each works once.")
 
 
-class DeviceInput(serializers.Serializer):
+class DeviceInput(StrictInputSerializer):
     name = serializers.CharField(max_length=100)
     platform = serializers.ChoiceField(choices=Device.Platform.choices)
     app_version = serializers.RegexField(r"^\d{1,4}(\.\d{1,4}){0,3}$", max_length=32)
@@ -160,7 +216,7 @@ class DeviceInput(serializers.Serializer):
         return value
 
 
-class DeviceUpdateInput(serializers.Serializer):
+class DeviceUpdateInput(StrictInputSerializer):
     name = serializers.CharField(max_length=100, required=False)
     app_version = serializers.RegexField(r"^\d{1,4}(\.\d{1,4}){0,3}$", max_length=32, required=False)
     push_token = serializers.CharField(max_length=512, required=False, allow_blank=True)
@@ -173,7 +229,7 @@ class DeviceOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DeviceChallengeInput(serializers.Serializer):
+class DeviceChallengeInput(StrictInputSerializer):
     device_id = serializers.UUIDField()
 
 
@@ -182,7 +238,7 @@ class DeviceChallengeOutput(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class DeviceTokenInput(serializers.Serializer):
+class DeviceTokenInput(StrictInputSerializer):
     device_id = serializers.UUIDField()
     challenge = serializers.CharField(max_length=64)
     signature = serializers.CharField(max_length=512, help_text="Base64 DER ECDSA-SHA256 over the challenge.")
@@ -197,8 +253,23 @@ class DecimalStringField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class StepUpInput(serializers.Serializer):
-    purpose = serializers.CharField(max_length=32, help_text="What is approved, e.g. `transfer`.")
+class StepUpInput(StrictInputSerializer):
+    @classmethod
+    def openapi_request_constraints(cls) -> list[dict[str, Any]]:
+        # Every purpose but contact_change binds an amount, a currency and the payee's IBAN.
+        money = {
+            "required": ["amount", "currency"],
+            "properties": {
+                "amount": {"pattern": POSITIVE_AMOUNT},
+                "currency": {"enum": list(CURRENCY_EXPONENTS)},
+                "payee": {"pattern": r"^[A-Za-z]{2}[0-9]{2}[A-Za-z0-9 ]{11,38}$"},
+            },
+        }
+        return [{"anyOf": [{"properties": {"purpose": {"enum": [CONTACT_CHANGE_PURPOSE]}}}, money]}]
+
+    purpose = serializers.RegexField(
+        r"^[a-z][a-z0-9_]{0,31}$", max_length=32, help_text="What is approved, e.g. `transfer`, `contact_change`."
+    )
     amount = DecimalStringField(
         max_length=32,
         required=False,

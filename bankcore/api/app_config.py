@@ -42,7 +42,11 @@ class AppConfigView(APIView):
         summary="Supported versions, store URL and feature flags for the app",
         parameters=[
             OpenApiParameter("platform", str, required=True, enum=list(PLATFORMS)),
-            OpenApiParameter("version", str, description="The app's version, e.g. 1.2.3 (for force_update)."),
+            OpenApiParameter(
+                "version",
+                {"type": "string", "pattern": r"^([0-9]{1,9}(\.[0-9]{1,9}){0,3})?$", "example": "1.2.3"},
+                description="The app's version, e.g. 1.2.3 (for force_update).",
+            ),
         ],
         responses={200: AppConfigOutput},
     )

@@ -106,7 +106,7 @@ class KeysetPagination(BasePagination):
                 "required": False,
                 "in": "query",
                 "description": "Opaque cursor from the previous page's `next`.",
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
             },
             {
                 "name": "limit",

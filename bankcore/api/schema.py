@@ -26,12 +26,15 @@ from typing import Any, TypeVar
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.fields import CharField
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
 
 from bankcore.api.exceptions import BankError, ServiceUnavailable
 from bankcore.api.maintenance import SAFE_METHODS, WRITES_ALLOWED_DURING_MAINTENANCE
 from bankcore.api.middleware import APP_VERSION_EXEMPT_PATHS
+from bankcore.api.pagination import KeysetPagination
 from bankcore.app_config import UpgradeRequired
 from bankcore.idempotency import (
     _KEY_SYNTAX,
@@ -101,6 +104,27 @@ _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "S
 _HAS_PATH_PARAMETER = re.compile(r"\{[^}]+\}")
 
 
+# Query parameters whose syntax the views check, so the schema says what they accept.
+MONTH = {"type": "string", "pattern": r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$", "example": "2026-03"}
+_DAY = r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?"
+DATE_OR_DATETIME = {"type": "string", "pattern": f"^({_DAY}([T ]{_TIME})?)?$", "example": "2026-03-01"}
+
+
+# A positive decimal string with at most 3 decimals (any currency; per-currency rules narrow it).
+POSITIVE_AMOUNT = r"^([1-9][0-9]{0,15}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"
+# DRF's CharField refuses NUL in every request string (ProhibitNullCharactersValidator).
+_NO_NUL = r"^[^\u0000]*$"
+
+
+def page_parameters() -> list[OpenApiParameter]:
+    """`cursor` and `limit` as KeysetPagination declares and checks them (for views that paginate by hand)."""
+    return [
+        OpenApiParameter(p["name"], p["schema"], description=p["description"])
+        for p in KeysetPagination().get_schema_operation_parameters(None)
+    ]
+
+
 def raises(*errors: type[BankError]) -> Callable[[F], F]:
     """Declare the domain errors a view method can answer (besides what every operation shares).
 
@@ -150,6 +174,25 @@ class BankAutoSchema(AutoSchema):
             responses[str(status_code)] = response
         operation["responses"] = dict(sorted(responses.items()))
         return operation
+
+    def _map_serializer(self, serializer: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
+        """Plus the cross-field rules an input serializer states in `openapi_request_constraints()`
+        (e.g. an amount's decimals depend on its currency), so the schema is as strict as validate()."""
+        schema: dict[str, Any] = super()._map_serializer(serializer, direction, bypass_extensions)
+        constraints = getattr(serializer, "openapi_request_constraints", None)
+        if direction == "request" and constraints is not None:
+            rules = constraints()
+            if len(rules) == 1:
+                schema.update(rules[0])
+            elif rules:
+                schema["allOf"] = rules
+        return schema
+
+    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction == "request" and isinstance(field, CharField) and schema.get("type") == "string":
+            schema.setdefault("pattern", _NO_NUL)
+        return schema
 
     def _view_method(self) -> Any:
         return getattr(self.view, self.method.lower(), None)

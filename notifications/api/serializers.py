@@ -68,10 +68,15 @@ class ChannelChoices(serializers.Serializer):
     push = serializers.BooleanField(required=False)
 
 
+_HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+
+
 class QuietHoursOut(serializers.Serializer):
-    start = serializers.CharField(help_text="HH:MM local time")
-    end = serializers.CharField(help_text="HH:MM local time")
-    timezone = serializers.CharField(required=False, help_text="IANA name, default UTC")
+    start = serializers.RegexField(_HH_MM, help_text="HH:MM local time")
+    end = serializers.RegexField(_HH_MM, help_text="HH:MM local time; not equal to start")
+    timezone = serializers.RegexField(
+        r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", required=False, help_text="IANA name, default UTC"
+    )
 
 
 # `{event: {channel: bool}, quiet_hours}`: one field per event, so the schema lists them all.

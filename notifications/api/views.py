@@ -14,7 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bankcore.api.inputs import query_boolean
 from bankcore.api.pagination import KeysetPagination
+from bankcore.api.schema import page_parameters
 from notifications import selectors, services
 from notifications.api.serializers import (
     NotificationOut,
@@ -30,14 +32,13 @@ class NotificationListView(APIView):
     @extend_schema(
         operation_id="notifications_list",
         parameters=[
-            OpenApiParameter("unread", OpenApiTypes.BOOL, description="Only unread notifications."),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="Opaque cursor from the previous page's `next`."),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="Page size, 1-100 (default 20)."),
+            OpenApiParameter("unread", OpenApiTypes.BOOL, description="`true`: only unread notifications."),
+            *page_parameters(),
         ],
         responses=NotificationPageOut,
     )
     def get(self, request: Request) -> Response:
-        unread_only = request.query_params.get("unread", "").lower() in {"1", "true", "yes"}
+        unread_only = bool(query_boolean(request, "unread"))
         paginator = KeysetPagination()
         page = paginator.paginate_queryset(
             selectors.inbox(user=request.user, unread_only=unread_only), request, view=self

@@ -16,7 +16,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bankcore.api.inputs import StrictInputSerializer
+from bankcore.api.schema import MONTH
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
+from transactions.api.fields import MoneyStringField
 from transactions.api.serializers import HistoryEntryOutput
 from transactions.models import Category
 from transactions.services.insights import (
@@ -33,11 +36,11 @@ from transactions.services.insights import (
 
 class CategorySpendingOutput(serializers.Serializer):
     category = serializers.ChoiceField(choices=Category.values)
-    amount = serializers.CharField(help_text="Money out in this category during the month, decimal string.")
-    change_vs_previous_month = serializers.CharField(
+    amount = MoneyStringField(help_text="Money out in this category during the month, decimal string.")
+    change_vs_previous_month = MoneyStringField(
         help_text="amount minus the previous month's amount in this category: a signed decimal string."
     )
-    previous_month_amount = serializers.CharField()
+    previous_month_amount = MoneyStringField()
 
 
 class RecommendationOutput(serializers.Serializer):
@@ -49,7 +52,7 @@ class RecommendationOutput(serializers.Serializer):
 class SpendingOutput(serializers.Serializer):
     month = serializers.CharField(help_text="YYYY-MM")
     currency = serializers.CharField()
-    total_out = serializers.CharField(help_text="All money out of the customer's accounts in this currency.")
+    total_out = MoneyStringField(help_text="All money out of the customer's accounts in this currency.")
     categories = CategorySpendingOutput(many=True)
     recommendations = RecommendationOutput(many=True, help_text="Empty unless the customer opted in.")
 
@@ -85,7 +88,7 @@ class SpendingInsights(APIView):
         operation_id="insights_spending",
         summary="Money out per category in one month, with the change against the previous month",
         parameters=[
-            OpenApiParameter("month", str, description="YYYY-MM (UTC months); default the current month."),
+            OpenApiParameter("month", MONTH, description="YYYY-MM (UTC months); default the current month."),
             OpenApiParameter(
                 "currency",
                 str,
@@ -112,7 +115,7 @@ class SpendingInsights(APIView):
         return Response(_spending_data(spending))
 
 
-class EntryCategoryInput(serializers.Serializer):
+class EntryCategoryInput(StrictInputSerializer):
     category = serializers.ChoiceField(choices=Category.values)
 
 
@@ -132,7 +135,7 @@ class AccountHistoryEntry(APIView):
         return Response(HistoryEntryOutput(entry, context={"categories": {entry.pk: category}}).data)
 
 
-class InsightsPreferenceIO(serializers.Serializer):
+class InsightsPreferenceIO(StrictInputSerializer):
     recommendations = serializers.BooleanField(help_text="Opt in to rule-based recommendations.")
 
 
@@ -146,7 +149,9 @@ class InsightsPreferences(APIView):
         summary="Opt in to (or out of) recommendations", request=InsightsPreferenceIO, responses=InsightsPreferenceIO
     )
     def patch(self, request: Request) -> Response:
-        data = InsightsPreferenceIO(data=request.data)
+        data = InsightsPreferenceIO(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
+        if "recommendations" not in data.validated_data:  # a PATCH of nothing changes nothing
+            return Response({"recommendations": insights_preference(user=request.user).recommendations})
         preference = insights_preference_set(user=request.user, recommendations=data.validated_data["recommendations"])
         return Response({"recommendations": preference.recommendations})

@@ -15,10 +15,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.exceptions import StepUpRequired
+from bankcore.api.inputs import StrictInputSerializer
 from bankcore.api.schema import raises
 from bankcore.idempotency import idempotent
 from bankcore.money import format_amount
-from transactions.api.fields import MoneyInputSerializer, paginated
+from transactions.api.fields import MoneyInputSerializer, money_output, paginated
 from transactions.api.views import IDEMPOTENCY_PARAMETER, PAGE_PARAMETERS, _paginate
 from transactions.exceptions import (
     AccountFrozen,
@@ -41,7 +42,7 @@ from transactions.services.payments import (
 )
 
 
-class CreditorInput(serializers.Serializer):
+class CreditorInput(StrictInputSerializer):
     name = serializers.CharField(max_length=CREDITOR_NAME_MAX, help_text="The account holder at the other bank.")
     iban = serializers.CharField(max_length=42, help_text="With or without spaces; country format and mod-97 checked.")
     bic = serializers.CharField(max_length=11, required=False, allow_blank=True, default="")
@@ -75,6 +76,15 @@ class PaymentInput(MoneyInputSerializer):
         default="",
         help_text="Above the step-up threshold: a step-up token (purpose `payment`, payee the creditor IBAN).",
     )
+
+    @classmethod
+    def openapi_request_constraints(cls) -> list[dict[str, Any]]:
+        given = {"beneficiary": {"type": "string"}, "creditor": {"type": "object"}}
+        either = {
+            "anyOf": [{"properties": {name: schema}, "required": [name]} for name, schema in given.items()],
+        }
+        not_both = {"not": {"properties": given, "required": list(given)}}
+        return [*super().openapi_request_constraints(), either, not_both]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         errors: dict[str, list[str]] = {}
@@ -120,6 +130,7 @@ class PaymentOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
     events = serializers.SerializerMethodField(help_text="The status timeline, oldest first.")
 
+    @money_output
     def get_amount(self, payment: Payment) -> str:
         return format_amount(payment.amount, payment.currency)
 

@@ -11,8 +11,9 @@ from rest_framework import serializers
 
 from accounts.models import BankAccount
 from accounts.services.legacy_links import LegacyAccountBalance
+from bankcore.api.inputs import StrictInputSerializer
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
-from transactions.api.fields import IBANField, MoneyInputSerializer
+from transactions.api.fields import MONEY_OUTPUT_SCHEMA, IBANField, MoneyInputSerializer, MoneyStringField, money_output
 from transactions.models import Category, Entry, Transaction
 from transactions.selectors import counterparty_of
 from transactions.services.ledger import available_balance
@@ -37,6 +38,7 @@ class BankAccountOutput(serializers.Serializer):
     stale = serializers.SerializerMethodField(help_text="True when the balance is the last known one (core down).")
     as_of = serializers.SerializerMethodField(help_text="When the balance was read.")
 
+    @money_output
     def get_balance(self, account: BankAccount) -> str:
         return format_amount(account.balance, account.currency)
 
@@ -51,9 +53,11 @@ class BankAccountOutput(serializers.Serializer):
         # The ledger's balances are current by definition.
         return str(serializers.DateTimeField().to_representation(self.context.get("now") or timezone.now()))
 
+    @money_output
     def get_available(self, account: BankAccount) -> str:
         return format_amount(available_balance(account), account.currency)
 
+    @money_output
     def get_overdraft_limit(self, account: BankAccount) -> str:
         return format_amount(account.overdraft_limit, account.currency)
 
@@ -75,14 +79,15 @@ class LegacyAccountOutput(serializers.Serializer):
     stale = serializers.BooleanField()
     as_of = serializers.DateTimeField(allow_null=True)
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field({**MONEY_OUTPUT_SCHEMA, "nullable": True})
     def get_balance(self, item: LegacyAccountBalance) -> str | None:
         return None if item.ledger is None else format_amount(item.ledger, item.link.currency)
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field({**MONEY_OUTPUT_SCHEMA, "nullable": True})
     def get_available(self, item: LegacyAccountBalance) -> str | None:
         return None if item.available is None else format_amount(item.available, item.link.currency)
 
+    @money_output
     def get_overdraft_limit(self, item: LegacyAccountBalance) -> str:
         return format_amount(0, item.link.currency)
 
@@ -90,7 +95,7 @@ class LegacyAccountOutput(serializers.Serializer):
         return "legacy"
 
 
-class BankAccountInput(serializers.Serializer):
+class BankAccountInput(StrictInputSerializer):
     kind = serializers.ChoiceField(choices=[BankAccount.Kind.CURRENT.value, BankAccount.Kind.SAVINGS.value])
     currency = serializers.ChoiceField(choices=SUPPORTED_CURRENCIES)
     name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
@@ -113,6 +118,7 @@ class TransferOutput(serializers.Serializer):
     description = serializers.CharField()
     created_at = serializers.DateTimeField()
 
+    @money_output
     def get_amount(self, transfer: Transaction) -> str:
         return format_amount(transfer.amount or 0, transfer.currency)
 
@@ -149,6 +155,7 @@ class HistoryEntryOutput(serializers.Serializer):
     )
     created_at = serializers.DateTimeField()
 
+    @money_output
     def get_amount(self, entry: Entry) -> str:
         return format_amount(entry.amount, entry.currency)
 
@@ -157,6 +164,7 @@ class HistoryEntryOutput(serializers.Serializer):
         # The view reads the page's categories in one query (`categories` in the context).
         return str(self.context.get("categories", {}).get(entry.pk, Category.OTHER.value))
 
+    @money_output
     def get_balance_after(self, entry: Entry) -> str:
         return format_amount(entry.balance_after, entry.currency)
 
@@ -166,14 +174,14 @@ class HistoryEntryOutput(serializers.Serializer):
 
 class LimitsOutput(serializers.Serializer):
     currency = serializers.CharField()
-    step_up_threshold = serializers.CharField()
-    per_transfer = serializers.CharField()
-    daily = serializers.CharField()
-    used_today = serializers.CharField()
-    remaining_today = serializers.CharField()
+    step_up_threshold = MoneyStringField()
+    per_transfer = MoneyStringField()
+    daily = MoneyStringField()
+    used_today = MoneyStringField()
+    remaining_today = MoneyStringField()
 
 
-class BeneficiaryInput(serializers.Serializer):
+class BeneficiaryInput(StrictInputSerializer):
     name = serializers.CharField(max_length=140)
     iban = IBANField()
 
@@ -200,6 +208,16 @@ class StandingOrderInput(MoneyInputSerializer):
         default="",
         help_text="Above the step-up threshold: a step-up token (purpose `standing_order`) for this amount and payee.",
     )
+
+    @classmethod
+    def openapi_request_constraints(cls) -> list[dict[str, Any]]:
+        weekly_day = {
+            "anyOf": [
+                {"not": {"properties": {"frequency": {"enum": ["weekly"]}}, "required": ["frequency"]}},
+                {"properties": {"day": {"maximum": 7}}},
+            ]
+        }
+        return [*super().openapi_request_constraints(), weekly_day]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
@@ -228,5 +246,6 @@ class StandingOrderOutput(serializers.Serializer):
     next_due = serializers.DateField(allow_null=True)
     created_at = serializers.DateTimeField()
 
+    @money_output
     def get_amount(self, order: Any) -> str:
         return format_amount(order.amount, order.currency)

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bankcore.api.inputs import StrictInputSerializer
 from bankcore.api.schema import raises
 from transactions.api.fields import paginated
 from transactions.api.views import PAGE_PARAMETERS, _paginate
@@ -46,11 +47,16 @@ class SupportTicketOutput(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-class SupportTicketInput(serializers.Serializer):
+class SupportTicketInput(StrictInputSerializer):
     subject = serializers.CharField(max_length=SUBJECT_MAX)
     message = serializers.CharField(max_length=MESSAGE_MAX)
     transfer_id = serializers.UUIDField(required=False, allow_null=True, default=None)
     payment_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+
+    @classmethod
+    def openapi_request_constraints(cls) -> list[dict[str, Any]]:
+        both = {"transfer_id": {"type": "string"}, "payment_id": {"type": "string"}}
+        return [{"not": {"properties": both, "required": list(both)}}]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["transfer_id"] and attrs["payment_id"]:
@@ -58,7 +64,7 @@ class SupportTicketInput(serializers.Serializer):
         return attrs
 
 
-class SupportMessageInput(serializers.Serializer):
+class SupportMessageInput(StrictInputSerializer):
     message = serializers.CharField(max_length=MESSAGE_MAX)
 
 

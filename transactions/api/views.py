@@ -23,7 +23,7 @@ from accounts.exceptions import StepUpRequired
 from accounts.services.bank_accounts import bank_account_open
 from accounts.services.legacy_links import customer_legacy_link, customer_legacy_links, legacy_balances
 from bankcore.api.pagination import KeysetPagination, decode_cursor, encode_cursor, parse_limit
-from bankcore.api.schema import raises
+from bankcore.api.schema import DATE_OR_DATETIME, MONTH, page_parameters, raises
 from bankcore.db.replica import reads_pinned
 from bankcore.idempotency import idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
@@ -84,10 +84,7 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 )
 
 
-PAGE_PARAMETERS = [
-    OpenApiParameter("cursor", str, description="Opaque cursor from the previous page's `next`."),
-    OpenApiParameter("limit", int, description="Page size, 1-100 (default 20)."),
-]
+PAGE_PARAMETERS = page_parameters()
 
 
 def _paginate(view: APIView, request: Request, queryset: Any, serializer: type[serializers.Serializer]) -> Response:
@@ -157,8 +154,8 @@ class AccountHistory(APIView):
         summary="An account's entries, newest first",
         parameters=[
             *PAGE_PARAMETERS,
-            OpenApiParameter("since", str, description="ISO date/date-time, inclusive."),
-            OpenApiParameter("until", str, description="ISO date/date-time, exclusive."),
+            OpenApiParameter("since", DATE_OR_DATETIME, description="ISO date/date-time, inclusive."),
+            OpenApiParameter("until", DATE_OR_DATETIME, description="ISO date/date-time, exclusive."),
         ],
         responses=paginated(HistoryEntryOutput),
     )
@@ -205,7 +202,7 @@ class AccountStatement(APIView):
     @extend_schema(
         summary="Monthly statement: opening balance, every entry, closing balance",
         parameters=[
-            OpenApiParameter("month", str, required=True, description="YYYY-MM"),
+            OpenApiParameter("month", MONTH, required=True, description="YYYY-MM"),
             OpenApiParameter("format", str, enum=["csv", "pdf"], description="Default csv."),
         ],
         # CSV is text (`type: string`): generated clients read it as text. Declared as binary, the text/*
