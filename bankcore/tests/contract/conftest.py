@@ -23,7 +23,11 @@ import requests
 CLIENT_PACKAGE = "bankcore_client"
 # Generous auth rates for the server: the scenario and schemathesis sign in far more often than a
 # person would; the throttles themselves are proved in accounts/tests/test_throttling.py.
-_RELAXED_THROTTLES = {"THROTTLE_AUTH_IP": "100000/min", "THROTTLE_AUTH_USER": "100000/min", "THROTTLE_USER": "1000000/min"}
+_RELAXED_THROTTLES = {
+    "THROTTLE_AUTH_IP": "100000/min",
+    "THROTTLE_AUTH_USER": "100000/min",
+    "THROTTLE_USER": "1000000/min",
+}
 # The app-version policy a test sets applies to the server's next request, not after its 5 s cache.
 _NO_APP_CONFIG_CACHE = {"APP_CONFIG_CACHE_SECONDS": "0"}
 
@@ -35,8 +39,6 @@ def api_server(django_db_setup: None) -> Iterator[Any]:
 
     with GunicornServer(env=process_env(**_RELAXED_THROTTLES, **_NO_APP_CONFIG_CACHE), workers=1) as server:
         yield server
-        import subprocess as sp
-        print("SERVER CPU", sp.run(["ps", "-o", "pid,cputime,cmd", "--ppid", str(server.process.pid), "-p", str(server.process.pid)], capture_output=True, text=True).stdout)
 
 
 @pytest.fixture(scope="session")
@@ -89,4 +91,3 @@ def generated_client(served_schema: dict[str, Any], tmp_path_factory: pytest.Tem
         sys.path.remove(str(workdir))
         for name in [m for m in sys.modules if m == CLIENT_PACKAGE or m.startswith(f"{CLIENT_PACKAGE}.")]:
             del sys.modules[name]
-

@@ -30,7 +30,7 @@ from bankcore.tests.contract.conftest import CLIENT_PACKAGE
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.contract]
 
 APP_HEADERS = {"X-App-Platform": "ios", "X-App-Version": "1.2.3"}
-PASSWORD = "correct horse battery staple 42"  # noqa: S105 - a test customer's password
+PASSWORD = "correct horse battery staple 42"
 STEP_UP_PREFIX = "bankcore-step-up:v1"  # accounts.services.step_up.OPERATION_PREFIX, as the app signs it
 
 
@@ -42,6 +42,14 @@ def api(name: str) -> ModuleType:
 def model(name: str) -> Any:
     """A generated model class by its schema name, e.g. model("TransferInputRequest")."""
     return getattr(importlib.import_module(f"{CLIENT_PACKAGE}.models"), name)
+
+
+def body(name: str, fields: dict[str, Any]) -> Any:
+    """A request body as the generated model `name`; every field must be one the model declares
+    (from_dict would otherwise carry it along in additional_properties, hiding a model that lost it)."""
+    built = model(name).from_dict(fields)
+    assert built.additional_properties == {}, f"{name} lacks {sorted(built.additional_properties)}"
+    return built
 
 
 def ok(response: Any, status: int) -> Any:
@@ -103,22 +111,23 @@ class App:
         )
 
     def register(self, email: str, full_name: str) -> Any:
-        body = model("RegisterInputRequest").from_dict(
-            {"email": email, "phone": "+4915112345678", "full_name": full_name, "password": PASSWORD}
+        registration = body(
+            "RegisterInputRequest",
+            {"email": email, "phone": "+4915112345678", "full_name": full_name, "password": PASSWORD},
         )
-        return ok(api("identity.auth_register_create").sync_detailed(client=self.anonymous, body=body), 201)
+        return ok(api("identity.auth_register_create").sync_detailed(client=self.anonymous, body=registration), 201)
 
     def password_login(self, email: str, password: str = PASSWORD) -> Any:
-        body = model("TokenInputRequest").from_dict({"email": email, "password": password})
-        return api("identity.auth_token_create").sync_detailed(client=self.anonymous, body=body)
+        credentials = body("TokenInputRequest", {"email": email, "password": password})
+        return api("identity.auth_token_create").sync_detailed(client=self.anonymous, body=credentials)
 
     def open_account(self, currency: str = "EUR", name: str = "Everyday") -> Any:
-        body = model("BankAccountInputRequest").from_dict({"kind": "current", "currency": currency, "name": name})
-        return ok(api("accounts.accounts_create").sync_detailed(client=self.client, body=body), 201)
+        opening = body("BankAccountInputRequest", {"kind": "current", "currency": currency, "name": name})
+        return ok(api("accounts.accounts_create").sync_detailed(client=self.client, body=opening), 201)
 
     def transfer(self, key: str, **fields: Any) -> Any:
-        body = model("TransferInputRequest").from_dict(fields)
-        return api("transfers.transfers_create").sync_detailed(client=self.client, body=body, idempotency_key=key)
+        order = body("TransferInputRequest", fields)
+        return api("transfers.transfers_create").sync_detailed(client=self.client, body=order, idempotency_key=key)
 
 
 def deposit(iban: str, amount: str) -> None:
@@ -127,8 +136,8 @@ def deposit(iban: str, amount: str) -> None:
 
 
 def test_generated_client_end_to_end(api_server, generated_client, transactional_db):
-    from bankcore.idempotency import _lock_id
     from accounts.models import User
+    from bankcore.idempotency import _lock_id
 
     app = App(api_server.url)
     suffix = uuid.uuid4().hex[:10]
@@ -142,7 +151,7 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     assert enrolment.otpauth_uri.startswith("otpauth://totp/") and "<svg" in enrolment.qr_svg
     authenticator = pyotp.TOTP(enrolment.secret)
     confirmed_at = time.time()
-    confirm = model("CodeInputRequest").from_dict({"code": authenticator.now()})
+    confirm = body("CodeInputRequest", {"code": authenticator.now()})
     backup_codes = ok(api("identity.auth_totp_confirm_create").sync_detailed(client=app.client, body=confirm), 200)
     assert len(backup_codes.backup_codes) == 10
     # Enrolled already: a second enrolment is a conflict, typed.
@@ -150,22 +159,26 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
 
     # --- register this phone: a device key, a challenge signed with it, a device session ------------
     private_key, public_key = new_device_key()
-    device_body = model("DeviceInputRequest").from_dict(
-        {"name": "Ada's iPhone", "platform": "ios", "app_version": "1.2.3", "public_key": public_key}
+    device_body = body(
+        "DeviceInputRequest",
+        {"name": "Ada's iPhone", "platform": "ios", "app_version": "1.2.3", "public_key": public_key},
     )
     device = ok(api("identity.devices_create").sync_detailed(client=app.client, body=device_body), 201)
-    challenge_body = model("DeviceChallengeInputRequest").from_dict({"device_id": str(device.id)})
+    challenge_body = body("DeviceChallengeInputRequest", {"device_id": str(device.id)})
     challenge = ok(
         api("identity.auth_device_challenge_create").sync_detailed(client=app.anonymous, body=challenge_body), 200
     )
-    device_login = model("DeviceTokenInputRequest").from_dict(
+    device_login = body(
+        "DeviceTokenInputRequest",
         {
             "device_id": str(device.id),
             "challenge": challenge.challenge,
             "signature": sign(private_key, challenge.challenge),
-        }
+        },
     )
-    app.sign_in(ok(api("identity.auth_device_token_create").sync_detailed(client=app.anonymous, body=device_login), 200))
+    app.sign_in(
+        ok(api("identity.auth_device_token_create").sync_detailed(client=app.anonymous, body=device_login), 200)
+    )
     devices = ok(api("identity.devices_list").sync_detailed(client=app.client), 200)
     assert [d.id for d in devices.results] == [device.id]
 
@@ -222,7 +235,8 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
         api("identity.auth_device_challenge_create").sync_detailed(client=app.anonymous, body=challenge_body), 200
     )
     operation = "|".join([STEP_UP_PREFIX, "transfer", "1500.00", "EUR", savings.number, challenge.challenge])
-    step_up_body = model("StepUpInputRequest").from_dict(
+    step_up_body = body(
+        "StepUpInputRequest",
         {
             "purpose": "transfer",
             "amount": "1500.00",
@@ -231,7 +245,7 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
             "device_id": str(device.id),
             "challenge": challenge.challenge,
             "signature": sign(private_key, operation),
-        }
+        },
     )
     step_up = ok(api("identity.auth_step_up_create").sync_detailed(client=app.client, body=step_up_body), 200)
     ok(app.transfer(f"sofa-{suffix}", **big, step_up_token=step_up.step_up_token), 201)
@@ -256,9 +270,7 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     other.sign_in(ok(other.password_login(other_email), 200))
     theirs = other.open_account()
     typed_error(api("accounts.accounts_retrieve").sync_detailed(main.id, client=other.client), 404, "not_found")
-    typed_error(
-        api("transfers.transfers_retrieve").sync_detailed(sent.id, client=other.client), 404, "not_found"
-    )
+    typed_error(api("transfers.transfers_retrieve").sync_detailed(sent.id, client=other.client), 404, "not_found")
     typed_error(other.transfer(f"steal-{suffix}", **{**fields, "destination": theirs.number}), 404, "not_found")
 
     # --- history, page by page (cursor), newest first ---------------------------------------------------
@@ -269,7 +281,9 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     pages = 0
     history = api("accounts.accounts_transactions_list")
     while True:
-        page = ok(history.sync_detailed(main.id, client=app.client, limit=2, **({"cursor": cursor} if cursor else {})), 200)
+        page = ok(
+            history.sync_detailed(main.id, client=app.client, limit=2, **({"cursor": cursor} if cursor else {})), 200
+        )
         pages += 1
         assert len(page.results) <= 2
         entries += page.results
@@ -301,7 +315,7 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     error = typed_error(app.password_login(email), 401, "mfa_required")
     mfa_token = details(error)["mfa_token"]
     wait_for_next_totp_step(confirmed_at)
-    mfa = model("MfaTokenInputRequest").from_dict({"mfa_token": mfa_token, "code": authenticator.now()})
+    mfa = body("MfaTokenInputRequest", {"mfa_token": mfa_token, "code": authenticator.now()})
     app.sign_in(ok(api("identity.auth_token_mfa_create").sync_detailed(client=app.anonymous, body=mfa), 200))
     me = ok(api("identity.me_retrieve").sync_detailed(client=app.client), 200)
     assert me.totp_enabled is True
