@@ -1,9 +1,10 @@
 """The API as app teams consume it: a real gunicorn on the test database, the schema it serves,
 and a Python client generated from that schema at test time (never committed).
 
-One server and one generated client per session, shared by the generated-client scenario and
-the schemathesis run. Their tests are transactional (`transactional_db`): the server reads what
-the test committed, and everything is flushed afterwards.
+One server and one generated client for this package, shared by the generated-client scenario
+and the schemathesis run, and stopped when the package's tests are done (no idle connections to
+the test database for the rest of the suite). The tests are transactional (`transactional_db`):
+the server reads what a test committed, and everything is flushed afterwards.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-# The generated package's name; it lives in a session temp dir that is put on sys.path.
-CLIENT_PACKAGE = "bankcore_client"
+from bankcore.tests.contract import CLIENT_PACKAGE
+
 # Generous auth rates for the server: the scenario and schemathesis sign in far more often than a
 # person would; the throttles themselves are proved in accounts/tests/test_throttling.py.
 _RELAXED_THROTTLES = {
@@ -32,16 +33,16 @@ _RELAXED_THROTTLES = {
 _NO_APP_CONFIG_CACHE = {"APP_CONFIG_CACHE_SECONDS": "0"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_server(django_db_setup: None) -> Iterator[Any]:
-    """bankcore under a real gunicorn on the test database (one worker: 2 cores, other suites)."""
+    """bankcore under a real gunicorn on the test database (one worker: its clients send one request at a time)."""
     from bankcore.testing import GunicornServer, process_env
 
     with GunicornServer(env=process_env(**_RELAXED_THROTTLES, **_NO_APP_CONFIG_CACHE), workers=1) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served_schema(api_server: Any) -> dict[str, Any]:
     """The OpenAPI document exactly as the live server serves it at /api/schema/."""
     response = requests.get(f"{api_server.url}/api/schema/", headers={"Accept": "application/json"}, timeout=60)
@@ -49,7 +50,7 @@ def served_schema(api_server: Any) -> dict[str, Any]:
     return response.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def generated_client(served_schema: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """`openapi-python-client generate` on the served schema, imported as `bankcore_client`.
 
