@@ -13,7 +13,7 @@ import pytest
 import yaml
 from django.conf import settings
 from django.test import Client
-from jsonschema import Draft202012Validator
+from openapi_schema_validator import OAS30Validator
 from rest_framework.test import APIClient
 
 from bankcore.api.middleware import APP_VERSION_EXEMPT_PATHS
@@ -113,9 +113,9 @@ def test_raises_takes_status_and_code_from_the_exception_class():
     assert InsufficientFunds.status_code == 422 and InsufficientFunds.code == "insufficient_funds"
 
 
-def _validator(schema: dict[str, Any], path: str, method: str, status: int) -> Draft202012Validator:
+def _validator(schema: dict[str, Any], path: str, method: str, status: int) -> OAS30Validator:
     body = schema["paths"][path][method]["responses"][str(status)]["content"]["application/json"]["schema"]
-    return Draft202012Validator({**body, "components": schema["components"]})
+    return OAS30Validator({**body, "components": schema["components"]})
 
 
 def test_real_error_answers_match_their_declared_schema(schema):
