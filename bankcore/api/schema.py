@@ -181,10 +181,10 @@ class BankAutoSchema(AutoSchema):
         schema: dict[str, Any] = super()._map_serializer(serializer, direction, bypass_extensions)
         constraints = getattr(serializer, "openapi_request_constraints", None)
         if direction == "request" and constraints is not None:
+            # Under allOf, never at the top: a top-level anyOf/oneOf makes generated clients' request
+            # models unions of anonymous types.
             rules = constraints()
-            if len(rules) == 1:
-                schema.update(rules[0])
-            elif rules:
+            if rules:
                 schema["allOf"] = rules
         return schema
 
