@@ -180,11 +180,12 @@ class BankAutoSchema(AutoSchema):
         (e.g. an amount's decimals depend on its currency), so the schema is as strict as validate()."""
         schema: dict[str, Any] = super()._map_serializer(serializer, direction, bypass_extensions)
         constraints = getattr(serializer, "openapi_request_constraints", None)
-        if direction == "request" and constraints is not None and (rules := constraints()):
-            # Always under allOf, even one rule: a top-level anyOf beside `properties` makes
-            # openapi-python-client generate a union of the anyOf branches and drop the serializer's
-            # own fields (StepUpInputRequest lost code, device_id, challenge and signature).
-            schema["allOf"] = rules
+        if direction == "request" and constraints is not None:
+            # Under allOf, never at the top: a top-level anyOf/oneOf makes generated clients' request
+            # models unions of anonymous types.
+            rules = constraints()
+            if rules:
+                schema["allOf"] = rules
         return schema
 
     def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:

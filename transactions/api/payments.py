@@ -19,7 +19,7 @@ from bankcore.api.inputs import StrictInputSerializer
 from bankcore.api.schema import raises
 from bankcore.idempotency import idempotent
 from bankcore.money import format_amount
-from transactions.api.fields import MoneyInputSerializer, money_output, paginated
+from transactions.api.fields import IBANTextField, MoneyInputSerializer, money_output, paginated
 from transactions.api.views import IDEMPOTENCY_PARAMETER, PAGE_PARAMETERS, _paginate
 from transactions.exceptions import (
     AccountFrozen,
@@ -44,7 +44,7 @@ from transactions.services.payments import (
 
 class CreditorInput(StrictInputSerializer):
     name = serializers.CharField(max_length=CREDITOR_NAME_MAX, help_text="The account holder at the other bank.")
-    iban = serializers.CharField(max_length=42, help_text="With or without spaces; country format and mod-97 checked.")
+    iban = IBANTextField(max_length=42, help_text="With or without spaces; country format and mod-97 checked.")
     bic = serializers.CharField(max_length=11, required=False, allow_blank=True, default="")
 
     def validate(self, attrs: dict[str, Any]) -> Creditor:
