@@ -316,15 +316,6 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     )
     assert "month" in details(error)
 
-    # --- later, on a new phone: password, then the authenticator (MFA) -----------------------------------
-    error = typed_error(app.password_login(email), 401, "mfa_required")
-    mfa_token = details(error)["mfa_token"]
-    wait_for_next_totp_step(confirmed_at)
-    mfa = body("MfaTokenInputRequest", {"mfa_token": mfa_token, "code": authenticator.now()})
-    app.sign_in(ok(api("identity.auth_token_mfa_create").sync_detailed(client=app.anonymous, body=mfa), 200))
-    me = ok(api("identity.me_retrieve").sync_detailed(client=app.client), 200)
-    assert me.totp_enabled is True
-
     # --- the notifications inbox -------------------------------------------------------------------------------
     # What the server wrote as it answered (transfer alerts come later, through the ledger's outbox and a
     # Celery worker: transactions/tests cover that path; this test starts no worker, for time).
@@ -357,3 +348,12 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     status = ok(api("status.service_status").sync_detailed(client=app.anonymous), 200)
     assert status.state.value == "operational"
     assert status.incidents == []
+
+    # --- last, on a new phone: password, then the authenticator app (MFA) -------------------------------
+    error = typed_error(app.password_login(email), 401, "mfa_required")
+    mfa_token = details(error)["mfa_token"]
+    wait_for_next_totp_step(confirmed_at)
+    mfa = body("MfaTokenInputRequest", {"mfa_token": mfa_token, "code": authenticator.now()})
+    app.sign_in(ok(api("identity.auth_token_mfa_create").sync_detailed(client=app.anonymous, body=mfa), 200))
+    me = ok(api("identity.me_retrieve").sync_detailed(client=app.client), 200)
+    assert me.totp_enabled is True
