@@ -6,17 +6,19 @@ notifications.services.sweep.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time as monotonic_clock
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -109,41 +111,159 @@ def delivery_send(*, delivery_id: UUID | str) -> str:
     if not claimed:
         return "skipped"
     delivery = Delivery.objects.get(pk=delivery_id)
-    try:
-        message_id = provider_for(delivery.channel).send(delivery)
-    except PermanentProviderError as exc:
-        return _finish(delivery, Delivery.Status.DEAD, error=str(exc))
-    except TransientProviderError as exc:
-        return _fail(delivery, str(exc))
-    except Exception as exc:
-        logger.exception("provider crashed for delivery %s", delivery.pk)
-        return _fail(delivery, f"unexpected error: {exc!r}")
-    return _finish(delivery, Delivery.Status.SENT, message_id=message_id)
+    outcome = _attempt(provider_for(delivery.channel), delivery)
+    _record([outcome])
+    return str(outcome.status)
+
+
+SLICE = 50  # rows claimed, sent and recorded together by deliveries_send
 
 
 def deliveries_send(*, delivery_ids: Sequence[UUID | str], budget_seconds: float = 60.0) -> int:
-    """Send a chunk of deliveries one by one; returns how many were sent.
+    """Send a chunk of deliveries; returns how many were sent.
+
+    Rows of channels whose provider dedupes a repeat (NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME:
+    SMS and push by default) go `SLICE` at a time: claimed together (one locking SELECT
+    and one UPDATE, the same condition as `delivery_send`'s), sent one by one through one
+    provider per channel (push: every device token in one query), their outcomes recorded
+    in one statement. A worker lost mid-slice leaves the slice's rows `sending`: the sweep
+    re-sends them with their idempotency keys, which those providers dedupe - as it does
+    for the one row `delivery_send` has in flight. Rows of the other channels (e-mail: at
+    most once) go through `delivery_send`, so at most the one in flight is in doubt.
 
     Stops after `budget_seconds` (slow or timing-out providers) and enqueues the rest as
-    a new task, so a chunk never runs into the worker's time limit mid-send.
+    a new task, so a chunk never runs into the worker's time limit mid-send; a slice's
+    rows not yet tried by then are handed back unclaimed.
     """
     deadline = monotonic_clock.monotonic() + budget_seconds
+    batched = [channel for channel, on in settings.NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME.items() if on]
+    pending = [str(i) for i in delivery_ids]
     sent = 0
-    for position, delivery_id in enumerate(delivery_ids):
+    while pending:
         if monotonic_clock.monotonic() > deadline:
-            enqueue_safely([UUID(str(i)) for i in delivery_ids[position:]])
+            enqueue_safely([UUID(i) for i in pending])
             break
-        sent += delivery_send(delivery_id=delivery_id) == Delivery.Status.SENT
+        ids, pending = pending[:SLICE], pending[SLICE:]
+        claimed = _claim(ids, channels=batched)
+        outcomes = _send_claimed(claimed, deadline=deadline)
+        sent += sum(outcome.status == Delivery.Status.SENT for outcome in outcomes)
+        tried = {str(outcome.delivery.pk) for outcome in outcomes}
+        untried = {str(row.pk) for row in claimed.rows} - tried
+        for position, delivery_id in enumerate(ids):
+            if delivery_id in tried or delivery_id in untried:
+                continue
+            if monotonic_clock.monotonic() > deadline:
+                untried.update(i for i in ids[position:] if i not in tried)
+                break
+            sent += delivery_send(delivery_id=delivery_id) == Delivery.Status.SENT
+        pending = [i for i in ids if i in untried] + pending
     return sent
 
 
-def _fail(delivery: Delivery, error: str) -> str:
+@dataclass
+class _Claim:
+    rows: list[Delivery]
+    status_before: dict[UUID, str]  # queued or failed: what an untried row goes back to
+
+
+def _claim(ids: list[str], *, channels: list[str]) -> _Claim:
+    """Claim the due rows among `ids` on `channels` (queued/failed -> sending), locked in id order."""
+    if not channels:
+        return _Claim([], {})
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.NOTIFICATIONS_SEND_LEASE_SECONDS)
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update()
+            .filter(
+                pk__in=ids,
+                channel__in=channels,
+                status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED],
+                next_attempt_at__lte=now,
+            )
+            .order_by("pk")
+        )
+        if rows:
+            Delivery.objects.filter(pk__in=[row.pk for row in rows]).update(
+                status=Delivery.Status.SENDING, attempts=F("attempts") + 1, lease_until=lease, updated_at=now
+            )
+    claim = _Claim(rows, {row.pk: row.status for row in rows})
+    for row in rows:
+        row.status, row.attempts, row.lease_until, row.updated_at = (
+            Delivery.Status.SENDING,
+            row.attempts + 1,
+            lease,
+            now,
+        )
+    return claim
+
+
+def _send_claimed(claim: _Claim, *, deadline: float) -> list[_Outcome]:
+    """Send claimed rows, one provider per channel; record the outcomes in one statement.
+
+    Stops before a row once past `deadline` or half the rows' lease (so no row is sent after
+    its lease ran out); the rows not tried are handed back as they were before the claim.
+    """
+    rows = claim.rows
+    if not rows:
+        return []
+    providers: dict[str, Any] = {}
+    for row in rows:
+        providers.setdefault(row.channel, provider_for(row.channel))
+    for channel, provider in providers.items():
+        prepare = getattr(provider, "prepare", None)
+        if prepare is not None:  # e.g. push: every user's device tokens in one query
+            prepare([row for row in rows if row.channel == channel])
+    stop = min(deadline, monotonic_clock.monotonic() + settings.NOTIFICATIONS_SEND_LEASE_SECONDS / 2)
+    outcomes: list[_Outcome] = []
+    for row in rows:
+        if monotonic_clock.monotonic() > stop:
+            _unclaim(claim, rows[len(outcomes) :])
+            break
+        outcomes.append(_attempt(providers[row.channel], row))
+    _record(outcomes)
+    return outcomes
+
+
+def _unclaim(claim: _Claim, rows: list[Delivery]) -> None:
+    """Hand claimed rows that were never tried back as they were (status, attempts, lease)."""
+    groups: dict[tuple[str, int], list[UUID]] = {}
+    for row in rows:
+        groups.setdefault((claim.status_before[row.pk], row.attempts), []).append(row.pk)
+    for (status, attempts), pks in groups.items():
+        Delivery.objects.filter(pk__in=pks, status=Delivery.Status.SENDING, attempts=attempts).update(
+            status=status, attempts=attempts - 1, lease_until=None
+        )
+
+
+@dataclass
+class _Outcome:
+    delivery: Delivery
+    status: str
+    error: str = ""
+    message_id: str = ""
+    next_attempt_at: datetime | None = None
+
+
+def _attempt(provider: Any, delivery: Delivery) -> _Outcome:
+    """One send of a claimed row through `provider`, and what it came to."""
+    try:
+        message_id = provider.send(delivery)
+    except PermanentProviderError as exc:
+        return _Outcome(delivery, Delivery.Status.DEAD, error=str(exc))
+    except TransientProviderError as exc:
+        return _failure(delivery, str(exc))
+    except Exception as exc:
+        logger.exception("provider crashed for delivery %s", delivery.pk)
+        return _failure(delivery, f"unexpected error: {exc!r}")
+    return _Outcome(delivery, Delivery.Status.SENT, message_id=message_id)
+
+
+def _failure(delivery: Delivery, error: str) -> _Outcome:
     if delivery.attempts >= settings.NOTIFICATIONS_MAX_ATTEMPTS:
-        return _finish(delivery, Delivery.Status.DEAD, error=f"gave up after {delivery.attempts} attempts: {error}")
+        return _Outcome(delivery, Delivery.Status.DEAD, error=f"gave up after {delivery.attempts} attempts: {error}")
     due = timezone.now() + timedelta(seconds=retry_delay(delivery.attempts))
-    outcome = _finish(delivery, Delivery.Status.FAILED, error=error, next_attempt_at=due)
-    enqueue_safely([delivery.pk], due)
-    return outcome
+    return _Outcome(delivery, Delivery.Status.FAILED, error=error, next_attempt_at=due)
 
 
 def _finish(
@@ -154,23 +274,57 @@ def _finish(
     message_id: str = "",
     next_attempt_at: datetime | None = None,
 ) -> str:
-    now = timezone.now()
-    changes: dict[str, Any] = {"status": status, "updated_at": now, "lease_until": None, "details": delivery.details}
-    if error:
-        changes["last_error"] = error[:2000]
-    if status == Delivery.Status.SENT:
-        changes.update(sent_at=now, provider_message_id=message_id[:200])
-    if next_attempt_at is not None:
-        changes["next_attempt_at"] = next_attempt_at
-    # `attempts` identifies this claim: a worker that outlived its lease (the sweep already
-    # handed the row to another send) must not overwrite that send's outcome.
-    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, attempts=delivery.attempts).update(
-        **changes
-    )
-    counters: dict[str, Any] = {Delivery.Status.SENT: metrics.SENT, Delivery.Status.FAILED: metrics.FAILED}
-    counter = counters.get(status, metrics.DEAD)
-    counter.labels(channel=delivery.channel).inc()
+    """Record one outcome of `delivery`'s current claim (see `_record`)."""
+    _record([_Outcome(delivery, status, error=error, message_id=message_id, next_attempt_at=next_attempt_at)])
     return str(status)
+
+
+def _record(outcomes: list[_Outcome]) -> None:
+    """Write outcomes, each only if its row is still held by the claim that sent it, in one
+    statement; then count them and enqueue the retries (each with its own backoff).
+
+    `attempts` identifies a claim: a worker that outlived its lease (the sweep already
+    handed the row to another send) must not overwrite that send's outcome. One UPDATE
+    joined to the outcomes as a JSON recordset: an ORM `bulk_update` cannot carry that
+    per-row condition, and one UPDATE per row cost more than the send itself.
+    """
+    if not outcomes:
+        return
+    now = timezone.now()
+    values = [
+        {
+            "id": str(outcome.delivery.pk),
+            "attempts": outcome.delivery.attempts,
+            "status": str(outcome.status),
+            "details": outcome.delivery.details,
+            "error": outcome.error[:2000],
+            "message_id": outcome.message_id[:200] if outcome.status == Delivery.Status.SENT else None,
+            "next_attempt_at": outcome.next_attempt_at.isoformat() if outcome.next_attempt_at else None,
+        }
+        for outcome in outcomes
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SQL, [now, now, json.dumps(values)])
+    for outcome in outcomes:
+        counter = _COUNTERS.get(outcome.status, metrics.DEAD)
+        counter.labels(channel=outcome.delivery.channel).inc()
+        if outcome.status == Delivery.Status.FAILED:
+            enqueue_safely([outcome.delivery.pk], outcome.next_attempt_at)
+
+
+_COUNTERS: dict[str, Any] = {Delivery.Status.SENT: metrics.SENT, Delivery.Status.FAILED: metrics.FAILED}
+_RECORD_SQL = f"""
+    UPDATE {Delivery._meta.db_table} AS d SET
+        status = o.status, updated_at = %s, lease_until = NULL, details = o.details,
+        last_error = CASE WHEN o.error = '' THEN d.last_error ELSE o.error END,
+        sent_at = CASE WHEN o.message_id IS NULL THEN d.sent_at ELSE %s END,
+        provider_message_id = COALESCE(o.message_id, d.provider_message_id),
+        next_attempt_at = COALESCE(o.next_attempt_at, d.next_attempt_at)
+    FROM jsonb_to_recordset(%s::jsonb) AS o(
+        id uuid, attempts integer, status text, details jsonb, error text, message_id text, next_attempt_at timestamptz
+    )
+    WHERE d.id = o.id AND d.status = '{Delivery.Status.SENDING}' AND d.attempts = o.attempts
+"""  # noqa: S608 - no input in the text: the table name and a status constant
 
 
 def delivery_resend(*, delivery_id: UUID | str, actor: Any = None) -> Delivery:
