@@ -37,8 +37,8 @@ class PermanentProviderError(ProviderError):
 
 
 class Provider(Protocol):
-    """`send` one delivery. A provider may also have `prepare(deliveries)`, called before a
-    batch of sends of its channel to read what they all need at once."""
+    """`send` one delivery. A provider may also have `prepare(user_ids=...)`, called before a
+    chunk of sends of its channel to read what they all need at once."""
 
     def send(self, delivery: Any) -> str: ...
 
@@ -180,9 +180,9 @@ class _PushProviderBase(abc.ABC):
     def __init__(self) -> None:
         self._targets: dict[str, list[PushTarget]] | None = None
 
-    def prepare(self, deliveries: list[Any]) -> None:
-        """Read the device tokens of every delivery's user in one query, for the sends that follow."""
-        self._targets = active_push_targets_of(user_ids=list({d.user_id for d in deliveries}))
+    def prepare(self, *, user_ids: list[Any]) -> None:
+        """Read the device tokens of every user in one query, for the sends to them that follow."""
+        self._targets = active_push_targets_of(user_ids=user_ids)
 
     def _active_targets(self, user_id: Any) -> list[PushTarget]:
         if self._targets is not None and str(user_id) in self._targets:

@@ -19,7 +19,6 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from bankcore.audit import audit_record
@@ -99,141 +98,71 @@ def delivery_send(*, delivery_id: UUID | str) -> str:
     device dedupes, so exactly once) or dead-letters it as outcome unknown (e-mail by
     default: at most once). The outcome is recorded only by the claim that sent it.
     """
+    return _send_one(str(delivery_id), None, providers={})
+
+
+def deliveries_send(*, delivery_ids: Sequence[UUID | str], budget_seconds: float = 60.0) -> int:
+    """Send a chunk of deliveries one by one; returns how many were sent.
+
+    Each row is claimed, sent and recorded exactly as by `delivery_send`, so a worker lost
+    mid-chunk leaves only the row in flight in doubt. What the sends share is read once
+    per chunk: the rows, and one provider per channel prepared for all of its rows (push:
+    every recipient's device tokens in one query).
+
+    Stops after `budget_seconds` (slow or timing-out providers) and enqueues the rest as
+    a new task, so a chunk never runs into the worker's time limit mid-send.
+    """
+    deadline = monotonic_clock.monotonic() + budget_seconds
+    ids = [str(i) for i in delivery_ids]
+    rows = {
+        str(row.pk): row
+        for row in Delivery.objects.filter(pk__in=ids, status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED])
+    }
+    providers: dict[str, Any] = {}
+    for channel in {row.channel for row in rows.values()}:
+        providers[channel] = provider_for(channel)
+        prepare = getattr(providers[channel], "prepare", None)
+        if prepare is not None:  # e.g. push: every user's device tokens in one query
+            prepare(user_ids=list({row.user_id for row in rows.values() if row.channel == channel}))
+    sent = 0
+    for position, delivery_id in enumerate(ids):
+        if monotonic_clock.monotonic() > deadline:
+            enqueue_safely([UUID(i) for i in ids[position:]])
+            break
+        sent += _send_one(delivery_id, rows.get(delivery_id), providers) == Delivery.Status.SENT
+    return sent
+
+
+def _send_one(delivery_id: str, row: Delivery | None, providers: dict[str, Any]) -> str:
+    """Claim, send and record one delivery (see `delivery_send`).
+
+    `row`: the delivery as read before the claim, if it was; the claim returns what may have
+    changed since (attempts, details), the rest of a row never changes after it is written.
+    """
     now = timezone.now()
-    claimed = Delivery.objects.filter(
-        pk=delivery_id, status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED], next_attempt_at__lte=now
-    ).update(
-        status=Delivery.Status.SENDING,
-        attempts=F("attempts") + 1,
-        lease_until=now + timedelta(seconds=settings.NOTIFICATIONS_SEND_LEASE_SECONDS),
-        updated_at=now,
-    )
-    if not claimed:
+    lease = now + timedelta(seconds=settings.NOTIFICATIONS_SEND_LEASE_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [lease, now, delivery_id, now])
+        claimed = cursor.fetchone()
+    if claimed is None:
         return "skipped"
-    delivery = Delivery.objects.get(pk=delivery_id)
-    outcome = _attempt(provider_for(delivery.channel), delivery)
+    if row is None:
+        row = Delivery.objects.get(pk=delivery_id)
+    else:
+        row.status, row.lease_until, row.updated_at = Delivery.Status.SENDING, lease, now
+        # jsonb arrives as text: Django's backend leaves decoding to JSONField, as here.
+        row.attempts, row.details = claimed[0], json.loads(claimed[1]) if isinstance(claimed[1], str) else claimed[1]
+    outcome = _attempt(providers.get(row.channel) or provider_for(row.channel), row)
     _record([outcome])
     return str(outcome.status)
 
 
-SLICE = 50  # rows claimed, sent and recorded together by deliveries_send
-
-
-def deliveries_send(*, delivery_ids: Sequence[UUID | str], budget_seconds: float = 60.0) -> int:
-    """Send a chunk of deliveries; returns how many were sent.
-
-    Rows of channels whose provider dedupes a repeat (NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME:
-    SMS and push by default) go `SLICE` at a time: claimed together (one locking SELECT
-    and one UPDATE, the same condition as `delivery_send`'s), sent one by one through one
-    provider per channel (push: every device token in one query), their outcomes recorded
-    in one statement. A worker lost mid-slice leaves the slice's rows `sending`: the sweep
-    re-sends them with their idempotency keys, which those providers dedupe - as it does
-    for the one row `delivery_send` has in flight. Rows of the other channels (e-mail: at
-    most once) go through `delivery_send`, so at most the one in flight is in doubt.
-
-    Stops after `budget_seconds` (slow or timing-out providers) and enqueues the rest as
-    a new task, so a chunk never runs into the worker's time limit mid-send; a slice's
-    rows not yet tried by then are handed back unclaimed.
-    """
-    deadline = monotonic_clock.monotonic() + budget_seconds
-    batched = [channel for channel, on in settings.NOTIFICATIONS_RESEND_UNKNOWN_OUTCOME.items() if on]
-    pending = [str(i) for i in delivery_ids]
-    sent = 0
-    while pending:
-        if monotonic_clock.monotonic() > deadline:
-            enqueue_safely([UUID(i) for i in pending])
-            break
-        ids, pending = pending[:SLICE], pending[SLICE:]
-        claimed = _claim(ids, channels=batched)
-        outcomes = _send_claimed(claimed, deadline=deadline)
-        sent += sum(outcome.status == Delivery.Status.SENT for outcome in outcomes)
-        tried = {str(outcome.delivery.pk) for outcome in outcomes}
-        untried = {str(row.pk) for row in claimed.rows} - tried
-        for position, delivery_id in enumerate(ids):
-            if delivery_id in tried or delivery_id in untried:
-                continue
-            if monotonic_clock.monotonic() > deadline:
-                untried.update(i for i in ids[position:] if i not in tried)
-                break
-            sent += delivery_send(delivery_id=delivery_id) == Delivery.Status.SENT
-        pending = [i for i in ids if i in untried] + pending
-    return sent
-
-
-@dataclass
-class _Claim:
-    rows: list[Delivery]
-    status_before: dict[UUID, str]  # queued or failed: what an untried row goes back to
-
-
-def _claim(ids: list[str], *, channels: list[str]) -> _Claim:
-    """Claim the due rows among `ids` on `channels` (queued/failed -> sending), locked in id order."""
-    if not channels:
-        return _Claim([], {})
-    now = timezone.now()
-    lease = now + timedelta(seconds=settings.NOTIFICATIONS_SEND_LEASE_SECONDS)
-    with transaction.atomic():
-        rows = list(
-            Delivery.objects.select_for_update()
-            .filter(
-                pk__in=ids,
-                channel__in=channels,
-                status__in=[Delivery.Status.QUEUED, Delivery.Status.FAILED],
-                next_attempt_at__lte=now,
-            )
-            .order_by("pk")
-        )
-        if rows:
-            Delivery.objects.filter(pk__in=[row.pk for row in rows]).update(
-                status=Delivery.Status.SENDING, attempts=F("attempts") + 1, lease_until=lease, updated_at=now
-            )
-    claim = _Claim(rows, {row.pk: row.status for row in rows})
-    for row in rows:
-        row.status, row.attempts, row.lease_until, row.updated_at = (
-            Delivery.Status.SENDING,
-            row.attempts + 1,
-            lease,
-            now,
-        )
-    return claim
-
-
-def _send_claimed(claim: _Claim, *, deadline: float) -> list[_Outcome]:
-    """Send claimed rows, one provider per channel; record the outcomes in one statement.
-
-    Stops before a row once past `deadline` or half the rows' lease (so no row is sent after
-    its lease ran out); the rows not tried are handed back as they were before the claim.
-    """
-    rows = claim.rows
-    if not rows:
-        return []
-    providers: dict[str, Any] = {}
-    for row in rows:
-        providers.setdefault(row.channel, provider_for(row.channel))
-    for channel, provider in providers.items():
-        prepare = getattr(provider, "prepare", None)
-        if prepare is not None:  # e.g. push: every user's device tokens in one query
-            prepare([row for row in rows if row.channel == channel])
-    stop = min(deadline, monotonic_clock.monotonic() + settings.NOTIFICATIONS_SEND_LEASE_SECONDS / 2)
-    outcomes: list[_Outcome] = []
-    for row in rows:
-        if monotonic_clock.monotonic() > stop:
-            _unclaim(claim, rows[len(outcomes) :])
-            break
-        outcomes.append(_attempt(providers[row.channel], row))
-    _record(outcomes)
-    return outcomes
-
-
-def _unclaim(claim: _Claim, rows: list[Delivery]) -> None:
-    """Hand claimed rows that were never tried back as they were (status, attempts, lease)."""
-    groups: dict[tuple[str, int], list[UUID]] = {}
-    for row in rows:
-        groups.setdefault((claim.status_before[row.pk], row.attempts), []).append(row.pk)
-    for (status, attempts), pks in groups.items():
-        Delivery.objects.filter(pk__in=pks, status=Delivery.Status.SENDING, attempts=attempts).update(
-            status=status, attempts=attempts - 1, lease_until=None
-        )
+_CLAIM_SQL = f"""
+    UPDATE {Delivery._meta.db_table}
+    SET status = '{Delivery.Status.SENDING}', attempts = attempts + 1, lease_until = %s, updated_at = %s
+    WHERE id = %s AND status IN ('{Delivery.Status.QUEUED}', '{Delivery.Status.FAILED}') AND next_attempt_at <= %s
+    RETURNING attempts, details
+"""  # noqa: S608 - no input in the text: the table name and status constants
 
 
 @dataclass
