@@ -98,16 +98,22 @@ def delivery_send(*, delivery_id: UUID | str) -> str:
     device dedupes, so exactly once) or dead-letters it as outcome unknown (e-mail by
     default: at most once). The outcome is recorded only by the claim that sent it.
     """
-    return _send_one(str(delivery_id), None, providers={})
+    delivery = _claim(str(delivery_id), None)
+    if delivery is None:
+        return "skipped"
+    outcome = _attempt(provider_for(delivery.channel), delivery)
+    _record([outcome])
+    return str(outcome.status)
 
 
 def deliveries_send(*, delivery_ids: Sequence[UUID | str], budget_seconds: float = 60.0) -> int:
     """Send a chunk of deliveries one by one; returns how many were sent.
 
-    Each row is claimed, sent and recorded exactly as by `delivery_send`, so a worker lost
-    mid-chunk leaves only the row in flight in doubt. What the sends share is read once
-    per chunk: the rows, and one provider per channel prepared for all of its rows (push:
-    every recipient's device tokens in one query).
+    Each row is claimed, sent and its outcome recorded as by `delivery_send`, so a worker
+    lost mid-chunk leaves only the row in flight in doubt; a row's outcome is written in
+    the statement that claims the next row (one round trip per row). What the sends share
+    is read once per chunk: the rows, and one provider per channel prepared for all of its
+    rows (push: every recipient's device tokens in one query).
 
     Stops after `budget_seconds` (slow or timing-out providers) and enqueues the rest as
     a new task, so a chunk never runs into the worker's time limit mid-send.
@@ -125,36 +131,49 @@ def deliveries_send(*, delivery_ids: Sequence[UUID | str], budget_seconds: float
         if prepare is not None:  # e.g. push: every user's device tokens in one query
             prepare(user_ids=list({row.user_id for row in rows.values() if row.channel == channel}))
     sent = 0
+    pending: list[_Outcome] = []  # the last send's outcome, written with the next claim
     for position, delivery_id in enumerate(ids):
         if monotonic_clock.monotonic() > deadline:
             enqueue_safely([UUID(i) for i in ids[position:]])
             break
-        sent += _send_one(delivery_id, rows.get(delivery_id), providers) == Delivery.Status.SENT
+        delivery, pending = _claim(delivery_id, rows.get(delivery_id), record=pending), []
+        if delivery is None:
+            continue
+        outcome = _attempt(providers.get(delivery.channel) or provider_for(delivery.channel), delivery)
+        sent += outcome.status == Delivery.Status.SENT
+        pending = [outcome]
+    _record(pending)
     return sent
 
 
-def _send_one(delivery_id: str, row: Delivery | None, providers: dict[str, Any]) -> str:
-    """Claim, send and record one delivery (see `delivery_send`).
+def _claim(delivery_id: str, row: Delivery | None, *, record: list[_Outcome] | None = None) -> Delivery | None:
+    """Claim one due delivery (queued/failed -> sending), first recording `record` in the same
+    statement. Returns the claimed delivery, None if it was not due or already claimed.
 
     `row`: the delivery as read before the claim, if it was; the claim returns what may have
-    changed since (attempts, details), the rest of a row never changes after it is written.
+    changed since (attempts, details): the rest of a row never changes after it is written.
     """
     now = timezone.now()
     lease = now + timedelta(seconds=settings.NOTIFICATIONS_SEND_LEASE_SECONDS)
+    sql = _CLAIM_SQL
+    params: list[Any] = [lease, now, delivery_id, now]
+    if record:
+        # Both UPDATEs run, on different rows, whatever the claim finds.
+        sql = f"WITH recorded AS ({_RECORD_SQL} RETURNING d.id) {_CLAIM_SQL}"
+        params = _record_params(record, now) + params
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [lease, now, delivery_id, now])
+        cursor.execute(sql, params)
         claimed = cursor.fetchone()
+    if record:
+        _recorded(record)
     if claimed is None:
-        return "skipped"
+        return None
     if row is None:
-        row = Delivery.objects.get(pk=delivery_id)
-    else:
-        row.status, row.lease_until, row.updated_at = Delivery.Status.SENDING, lease, now
-        # jsonb arrives as text: Django's backend leaves decoding to JSONField, as here.
-        row.attempts, row.details = claimed[0], json.loads(claimed[1]) if isinstance(claimed[1], str) else claimed[1]
-    outcome = _attempt(providers.get(row.channel) or provider_for(row.channel), row)
-    _record([outcome])
-    return str(outcome.status)
+        return Delivery.objects.get(pk=delivery_id)
+    row.status, row.lease_until, row.updated_at = Delivery.Status.SENDING, lease, now
+    # jsonb arrives as text: Django's backend leaves decoding to JSONField, as here.
+    row.attempts, row.details = claimed[0], json.loads(claimed[1]) if isinstance(claimed[1], str) else claimed[1]
+    return row
 
 
 _CLAIM_SQL = f"""
@@ -214,12 +233,17 @@ def _record(outcomes: list[_Outcome]) -> None:
 
     `attempts` identifies a claim: a worker that outlived its lease (the sweep already
     handed the row to another send) must not overwrite that send's outcome. One UPDATE
-    joined to the outcomes as a JSON recordset: an ORM `bulk_update` cannot carry that
-    per-row condition, and one UPDATE per row cost more than the send itself.
+    joined to the outcomes as a JSON recordset: an ORM `update()` per row cost more than
+    the send itself, and cannot ride along with the next row's claim.
     """
     if not outcomes:
         return
-    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SQL, _record_params(outcomes, timezone.now()))
+    _recorded(outcomes)
+
+
+def _record_params(outcomes: list[_Outcome], now: datetime) -> list[Any]:
     values = [
         {
             "id": str(outcome.delivery.pk),
@@ -232,8 +256,11 @@ def _record(outcomes: list[_Outcome]) -> None:
         }
         for outcome in outcomes
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_RECORD_SQL, [now, now, json.dumps(values)])
+    return [now, now, json.dumps(values)]
+
+
+def _recorded(outcomes: list[_Outcome]) -> None:
+    """After outcomes are written: count them, and enqueue each retry with its own backoff."""
     for outcome in outcomes:
         counter = _COUNTERS.get(outcome.status, metrics.DEAD)
         counter.labels(channel=outcome.delivery.channel).inc()
