@@ -22,6 +22,12 @@ ratios b/a, c/a, c/b, the CPU each side spent per transfer, and verify_ledger ov
 `--profile DIR` then runs one more (c) and (b) round each under py-spy (gunicorn workers, on-CPU
 samples) and prints where the workers' CPU goes.
 
+`--alerts` (after the rounds) and `--alerts-only N` (no rounds: N transfers posted in-process, cheaper
+and less noisy; `--web-ms` to compare with) measure issue item 3: the CPU one Celery worker spends
+draining the transfers' alerts from the outbox and delivering every channel (bench customers have a
+phone with a push token; every fifth chose e-mail and SMS too), per transfer. `--alerts-profile DIR`
+samples that worker with py-spy (`--gil`: the thread running Python) and prints where it goes.
+
 The database named by BENCH_DATABASE_URL is DROPPED and created afresh on every run.
 """
 
@@ -564,15 +570,14 @@ def measure_alerts(
 WORKER_AREAS = (
     ("ledger notice drain (outbox rows -> inbox + delivery rows)", "notices_drain"),
     ("  rendering the texts (templates)", "render_event"),
-    ("  preferences, quiet hours, contacts", "channels_for"),
+    ("  inbox + delivery rows built and inserted (ORM)", "QuerySet.bulk_create"),
     ("delivery tasks (claim, provider, outcome)", "deliveries_send"),
     ("  providers (push / SMS / e-mail out)", "providers.py"),
     ("every PostgreSQL round trip (cursor execute)", "CursorWrapper._execute (django/db/"),
-    ("ORM: building SQL and model instances", "django/db/models/"),
-    ("Celery: receiving, acking, publishing, tracing tasks", "celery/"),
-    ("Redis round trips (broker, flags)", "Redis.execute_command"),
-    ("logging", "Logger._log"),
+    ("Prometheus (per-query and per-delivery metrics)", "prometheus_client/"),
+    ("Celery outside the tasks: receiving, acking, publishing", None),
 )
+_TASKS = ("notices_drain", "deliveries_send", "delivery_send (")
 
 
 def summarise_worker_profile(collapsed: Path, top: int = 25) -> str:
@@ -590,12 +595,14 @@ def summarise_worker_profile(collapsed: Path, top: int = 25) -> str:
             inclusive[frame] += count
         own[frames[-1] if frames else "?"] += count
         for _, text in WORKER_AREAS:
-            if any(text in frame for frame in frames):
+            if text is not None and any(text in frame for frame in frames):
                 areas[text] += count
+        if not any(task in frame for frame in frames for task in _TASKS):
+            areas["outside"] += count
     if not total:
         return "no samples"
     lines = [f"{total} on-CPU samples of the worker (every 4 ms)", "", "by area:"]
-    lines += [f"  {100 * areas[text] / total:5.1f}%  {label}" for label, text in WORKER_AREAS]
+    lines += [f"  {100 * areas[text or 'outside'] / total:5.1f}%  {label}" for label, text in WORKER_AREAS]
     generic = ("threading.py", "runpy", "concurrent/futures", "<module>", "celery/", "kombu/", "click/")
     lines += ["", "inclusive (frame and everything it calls; worker plumbing left out):"]
     shown = [(f, n) for f, n in inclusive.most_common() if not any(g in f for g in generic)][:top]
