@@ -2,7 +2,7 @@
 
 `notices_queue` runs inside the posting's transaction: it only writes one LedgerNotice
 row (cheap, no rendering; ledger.posting_write folds it into the posting's statement)
-and, once the transaction commits, wakes the drain. the drain turns rows into
+and, once the transaction commits, wakes the drain. The drain turns rows into
 notifications with `notifications.services.notify_many`, a batch of rows per transaction,
 exactly once per row.
 
