@@ -22,6 +22,12 @@ ratios b/a, c/a, c/b, the CPU each side spent per transfer, and verify_ledger ov
 `--profile DIR` then runs one more (c) and (b) round each under py-spy (gunicorn workers, on-CPU
 samples) and prints where the workers' CPU goes.
 
+`--alerts` (after the rounds) and `--alerts-only N` (no rounds: N transfers posted in-process, cheaper
+and less noisy; `--web-ms` to compare with) measure issue item 3: the CPU one Celery worker spends
+draining the transfers' alerts from the outbox and delivering every channel (bench customers have a
+phone with a push token; every fifth chose e-mail and SMS too), per transfer. `--alerts-profile DIR`
+samples that worker with py-spy (`--gil`: the thread running Python) and prints where it goes.
+
 The database named by BENCH_DATABASE_URL is DROPPED and created afresh on every run.
 """
 
@@ -33,12 +39,14 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -406,16 +414,72 @@ def shutil_which(name: str) -> str:
 # --- alerts (item 3) -------------------------------------------------------------------------
 
 
-def measure_alerts(env: dict[str, str], web_ms: float, timeout: float = 900) -> None:
-    """CPU seconds one Celery worker spends draining the alerts the (c) rounds left in the outbox,
-    per transfer, against the web workers' CPU per (c) transfer (`web_ms`).
+def alert_recipients(rows: list[tuple[str, str, str]]) -> None:
+    """Give the bench customers what real ones have, so every alert is delivered, not dead-lettered:
+    a phone with a push token and a phone number; every fifth customer also chose e-mail and SMS for
+    transfer alerts (three channels, one text each). Through the services, as the app would."""
+    from django.contrib.auth import get_user_model
 
-    The queues are purged first (the drain tasks the rounds published), the worker is started and
+    from accounts.models import Device
+    from notifications.services import preferences_update
+
+    users = get_user_model().objects.in_bulk([user_id for user_id, _, _ in rows])
+    for n, (user_id, _, _) in enumerate(rows):
+        user = users[uuid.UUID(user_id)]
+        user.phone = f"+4915100{n:06d}"
+        user.save(update_fields=["phone"])
+        Device.objects.create(
+            user=user,
+            name="Bench phone",
+            platform="android",
+            app_version="1.0",
+            public_key="-",
+            push_token=f"bench-push-{n}",
+        )
+        if n % 5 == 0:
+            both = {"email": True, "sms": True}
+            preferences_update(user=user, changes={"transfer_sent": both, "transfer_received": both})
+
+
+def post_transfers(rows: list[tuple[str, str, str]], count: int) -> None:
+    """`count` transfers through transfer_create in this process (not measured): their alerts wait in
+    the outbox for the measured drain, exactly as the HTTP rounds leave them."""
+    import random
+
+    from django.contrib.auth import get_user_model
+
+    from transactions.services.transfers import transfer_create
+
+    users = get_user_model().objects.in_bulk([user_id for user_id, _, _ in rows])
+    rng = random.Random(18)
+    for _ in range(count):
+        source, destination = rng.sample(rows, 2)
+        transfer_create(
+            user=users[uuid.UUID(source[0])],
+            source_account_id=uuid.UUID(source[1]),
+            destination_iban=destination[2],
+            amount=rng.randint(1, 99),
+            currency="EUR",
+        )
+
+
+def measure_alerts(
+    env: dict[str, str], web_ms: float | None, profile: Path | None = None, timeout: float = 900
+) -> None:
+    """CPU seconds one Celery worker spends draining the alerts waiting in the outbox - rendering them,
+    recording the inbox and delivery rows and delivering every channel - per transfer, against the web
+    workers' CPU per (c) transfer (`web_ms`, when measured).
+
+    The queues are purged first (the drain tasks the transfers published), the worker is started and
     left idle for 3 s (its start-up is not counted), then one drain is published and the worker's
-    process tree is measured until the outbox is empty and the worker has been idle for 2 s.
+    process tree is measured until the outbox is empty, no delivery is queued, and the worker has been
+    idle for 2 s. With `profile`, py-spy samples the worker meanwhile (on-CPU samples only).
     """
+    from django.utils import timezone
+
     from bankcore.celery import app
     from bankcore.testing import CeleryWorker
+    from notifications.models import Delivery
     from transactions.models import LedgerNotice
     from transactions.services.notices import DRAIN_TASK
 
@@ -426,32 +490,126 @@ def measure_alerts(env: dict[str, str], web_ms: float, timeout: float = 900) -> 
             channel.queue_purge(queue)
     pending = LedgerNotice.objects.filter(sent_at=None).count()
     print(f"\nalerts: {pending:,} transfers' alerts in the outbox; one Celery worker (threads, 2) drains them")
+
+    def busy_rows() -> bool:
+        queued = Delivery.objects.filter(status__in=[Delivery.Status.QUEUED, Delivery.Status.SENDING]).exists()
+        return queued or LedgerNotice.objects.filter(sent_at=None).exists()
+
     with CeleryWorker(queues=queues, concurrency=2, env=env) as worker:
         assert worker.process is not None
         tree = psutil.Process(worker.process.pid)
         time.sleep(3)
-        before, start = _tree_cpu(tree), time.monotonic()
+        recorder = None
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            recorder = subprocess.Popen(
+                [
+                    shutil_which("py-spy"),
+                    "record",
+                    "--pid",
+                    str(worker.process.pid),
+                    "--rate",
+                    "250",
+                    "--gil",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(profile / "alerts-worker.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+        meter = CpuMeter(worker.process.pid)  # its 'web' reading: the worker's process tree
+        before, db_before, start = _tree_cpu(tree), meter.read()["postgres"], time.monotonic()
+        drain_started = timezone.now()
         app.send_task(DRAIN_TASK)
-        last, idle_since = before, None
+        last, idle_since, finished = before, None, start
         while time.monotonic() - start < timeout:
             time.sleep(0.5)
             now = _tree_cpu(tree)
-            busy = now - last > 0.02 or LedgerNotice.objects.filter(sent_at=None).exists()
+            busy = now - last > 0.02 or busy_rows()
             last = now
             if busy:
                 idle_since = None
             elif idle_since is None:
-                idle_since = time.monotonic()
+                idle_since, finished = time.monotonic(), time.monotonic()
             elif time.monotonic() - idle_since >= 2:
                 break
+        spent, db_spent = last - before, meter.read()["postgres"] - db_before
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(60)
         left = LedgerNotice.objects.filter(sent_at=None).count()
-        spent = last - before
-    per_transfer = 1000 * spent / max(pending - left, 1)
-    print(
-        f"  drained {pending - left:,} in {time.monotonic() - start:.1f} s ({left} left); worker CPU {spent:.1f} s ="
-        f" {per_transfer:.3f} ms per transfer's alerts; web workers {web_ms:.3f} ms per transfer:"
-        f" alerts/web = {per_transfer / web_ms:.2f} (target <= 0.5)"
+    drained = max(pending - left, 1)
+    outcomes = collections.Counter(
+        Delivery.objects.filter(created_at__gte=drain_started).values_list("channel", "status")
     )
+    per_transfer = 1000 * spent / drained
+    versus = (
+        f"; web workers {web_ms:.3f} ms per transfer: alerts/web = {per_transfer / web_ms:.2f} (target <= 0.5)"
+        if web_ms
+        else ""
+    )
+    print(
+        f"  drained {pending - left:,} in {finished - start:.1f} s ({left} left); worker CPU {spent:.1f} s ="
+        f" {per_transfer:.3f} ms per transfer's alerts{versus}"
+    )
+    print(f"  PostgreSQL (bench backends + background) meanwhile: {1000 * db_spent / drained:.3f} ms per transfer")
+    print(
+        "  deliveries: " + ", ".join(f"{channel} {status} {n:,}" for (channel, status), n in sorted(outcomes.items()))
+    )
+    if profile is not None:
+        summary = summarise_worker_profile(profile / "alerts-worker.txt")
+        (profile / "alerts-worker-summary.txt").write_text(summary + "\n")
+        print(f"\nprofile of the worker ({profile / 'alerts-worker.txt'}):\n{summary}")
+
+
+# Where the worker's CPU goes while it drains, by area: the share of its on-CPU samples with a frame
+# containing the text (a sample counts once per area; areas nest).
+WORKER_AREAS = (
+    ("ledger notice drain (outbox rows -> inbox + delivery rows)", "notices_drain"),
+    ("  rendering the texts (templates)", "render_event"),
+    ("  inbox + delivery rows built and inserted (ORM)", "QuerySet.bulk_create"),
+    ("delivery tasks (claim, provider, outcome)", "deliveries_send"),
+    ("  providers (push / SMS / e-mail out)", "providers.py"),
+    ("every PostgreSQL round trip (cursor execute)", "CursorWrapper._execute (django/db/"),
+    ("Prometheus (per-query and per-delivery metrics)", "prometheus_client/"),
+    ("Celery outside the tasks: receiving, acking, publishing", None),
+)
+_TASKS = ("notices_drain", "deliveries_send", "delivery_send (")
+
+
+def summarise_worker_profile(collapsed: Path, top: int = 25) -> str:
+    """Shares of the Celery worker's on-CPU samples, by area and by frame (py-spy raw output)."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    areas: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        count = int(count_text)
+        total += count
+        for frame in set(frames):
+            inclusive[frame] += count
+        own[frames[-1] if frames else "?"] += count
+        for _, text in WORKER_AREAS:
+            if text is not None and any(text in frame for frame in frames):
+                areas[text] += count
+        if not any(task in frame for frame in frames for task in _TASKS):
+            areas["outside"] += count
+    if not total:
+        return "no samples"
+    lines = [f"{total} on-CPU samples of the worker (every 4 ms)", "", "by area:"]
+    lines += [f"  {100 * areas[text or 'outside'] / total:5.1f}%  {label}" for label, text in WORKER_AREAS]
+    generic = ("threading.py", "runpy", "concurrent/futures", "<module>", "celery/", "kombu/", "click/")
+    lines += ["", "inclusive (frame and everything it calls; worker plumbing left out):"]
+    shown = [(f, n) for f, n in inclusive.most_common() if not any(g in f for g in generic)][:top]
+    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in shown]
+    lines += ["", "self (the frame itself):"]
+    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    return "\n".join(lines)
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -476,6 +634,16 @@ def main() -> None:
         help="at the end, measure a Celery worker's CPU per transfer's alerts (the outbox the (c) rounds left)",
     )
     parser.add_argument(
+        "--alerts-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure only the alerts: post N transfers in this process (not measured), then the worker's"
+        " CPU per transfer's alerts as --alerts does (no rounds; cheaper and less noisy)",
+    )
+    parser.add_argument("--web-ms", type=float, help="with --alerts-only: web-worker CPU per transfer to compare with")
+    parser.add_argument("--alerts-profile", type=Path, help="with --alerts/--alerts-only: py-spy the draining worker")
+    parser.add_argument(
         "--profile-connections",
         type=int,
         default=1,
@@ -488,27 +656,42 @@ def main() -> None:
     base.recreate_database()
     base.setup_django()
     rows = base.create_accounts(args.accounts, "sbs")
-    print(f"{args.accounts} funded accounts, {args.connections} connections, {args.workers} workers", flush=True)
-
+    if args.alerts or args.alerts_only:
+        alert_recipients(rows)
     work = Path(tempfile.mkdtemp(prefix="side-by-side-"))
     try:
+        if args.alerts_only:
+            print(f"{args.accounts} funded accounts; posting {args.alerts_only:,} transfers in-process", flush=True)
+            post_transfers(rows, args.alerts_only)
+            measure_alerts(server_env(work), args.web_ms, args.alerts_profile)
+            return
+        print(f"{args.accounts} funded accounts, {args.connections} connections, {args.workers} workers", flush=True)
         run(args, parts, rows, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, parts: list[str], rows: list[tuple[str, str, str]], work: Path) -> None:
-    from bankcore.testing import GunicornServer, process_env
+def server_env(work: Path) -> dict[str, str]:
+    """The environment of bench/naive_app's gunicorn and of the alerts' Celery worker (file providers
+    writing under `work`)."""
+    from bankcore.testing import process_env
 
-    script = work / "transfer.sql"
-    script.write_text(pgbench_script(rows))
-    tokens = work / "customers.txt"
-    env = process_env(
+    return process_env(
         DJANGO_SETTINGS_MODULE="bench.naive_app.settings",
         BANKCORE_ENV="development",
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(BASE_DIR),
+        NOTIFICATIONS_OUTBOX_DIR=str(work / "outbox"),
     )
+
+
+def run(args: argparse.Namespace, parts: list[str], rows: list[tuple[str, str, str]], work: Path) -> None:
+    from bankcore.testing import GunicornServer
+
+    script = work / "transfer.sql"
+    script.write_text(pgbench_script(rows))
+    tokens = work / "customers.txt"
+    env = server_env(work)
     rates: dict[str, list[float]] = {part: [] for part in parts}
     cpu: dict[str, dict[str, float]] = {part: collections.defaultdict(float) for part in parts}
     done: dict[str, float] = collections.defaultdict(float)
@@ -565,7 +748,7 @@ def run(args: argparse.Namespace, parts: list[str], rows: list[tuple[str, str, s
                 print(f"\nprofile of {mode} ({args.profile / mode}.txt):\n{summary}", flush=True)
 
     if args.alerts and "c" in parts:
-        measure_alerts(env, 1000 * cpu["c"]["web"] / max(done["c"], 1))
+        measure_alerts(env, 1000 * cpu["c"]["web"] / max(done["c"], 1), args.alerts_profile)
 
     from transactions.services.verify import ledger_verify
 

@@ -21,7 +21,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from notifications.push_tokens import active_push_targets, deactivate_push_token
+from notifications.push_tokens import PushTarget, active_push_targets, active_push_targets_of, deactivate_push_token
 
 
 class ProviderError(Exception):
@@ -37,6 +37,9 @@ class PermanentProviderError(ProviderError):
 
 
 class Provider(Protocol):
+    """`send` one delivery. A provider may also have `prepare(user_ids=...)`, called before a
+    chunk of sends of its channel to read what they all need at once."""
+
     def send(self, delivery: Any) -> str: ...
 
 
@@ -174,9 +177,26 @@ class _PushProviderBase(abc.ABC):
     retry after a partial failure only sends to the rest.
     """
 
+    def __init__(self) -> None:
+        self._targets: dict[str, list[PushTarget]] | None = None
+
+    def prepare(self, *, user_ids: list[Any]) -> None:
+        """Read the device tokens of every user in one query, for the sends to them that follow."""
+        self._targets = active_push_targets_of(user_ids=user_ids)
+
+    def _active_targets(self, user_id: Any) -> list[PushTarget]:
+        if self._targets is not None and str(user_id) in self._targets:
+            return list(self._targets[str(user_id)])
+        return active_push_targets(user_id=user_id)
+
+    def _retire(self, user_id: Any, target: PushTarget) -> None:
+        deactivate_push_token(device_id=target.device_id, token=target.token)
+        if self._targets is not None and target in self._targets.get(str(user_id), []):
+            self._targets[str(user_id)].remove(target)  # a later delivery in the batch skips it too
+
     def send(self, delivery: Any) -> str:
         sent: dict[str, str] = dict(delivery.details.get("push_sent", {}))
-        targets = [t for t in active_push_targets(user_id=delivery.user_id) if t.device_id not in sent]
+        targets = [t for t in self._active_targets(delivery.user_id) if t.device_id not in sent]
         if not targets and not sent:
             raise PermanentProviderError("no device with an active push token")
         invalid: list[str] = delivery.details.setdefault("push_invalid", [])
@@ -185,7 +205,7 @@ class _PushProviderBase(abc.ABC):
             try:
                 sent[target.device_id] = self.send_one(delivery, target.token)
             except _InvalidToken:
-                deactivate_push_token(device_id=target.device_id, token=target.token)
+                self._retire(delivery.user_id, target)
                 invalid.append(target.device_id)
             except TransientProviderError as exc:
                 transient = exc

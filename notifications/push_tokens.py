@@ -48,6 +48,22 @@ def active_push_targets(*, user_id: Any) -> list[PushTarget]:
     return [PushTarget(device_id=str(pk), token=token) for pk, token in rows]
 
 
+def active_push_targets_of(*, user_ids: list[Any]) -> dict[str, list[PushTarget]]:
+    """`active_push_targets` of many users (keyed by str(user id)), in one query."""
+    model = _device_model()
+    targets: dict[str, list[PushTarget]] = {str(user_id): [] for user_id in user_ids}
+    if model is None or not user_ids:
+        return targets
+    rows = (
+        model.objects.filter(_active_filter(model), user_id__in=user_ids)
+        .order_by("pk")
+        .values_list("user_id", "pk", "push_token")
+    )
+    for user_id, pk, token in rows:
+        targets[str(user_id)].append(PushTarget(device_id=str(pk), token=token))
+    return targets
+
+
 def users_with_push(*, user_ids: list[Any]) -> set[Any]:
     """Which of `user_ids` have at least one device that can receive push (one query)."""
     model = _device_model()

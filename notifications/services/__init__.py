@@ -10,7 +10,7 @@ on commit; a periodic sweep re-enqueues anything a crash left behind.
 Other apps import only the names below (and notifications.events); the modules behind
 them, one per concern, are notifications' own:
 
-    messages      notify(), send_contact_code()
+    messages      notify(), notify_many() (a batch of alerts), send_contact_code()
     preferences   channels per event, quiet hours, the customer's settings
     delivery      the outbox rows, sending, retries, staff resends
     enqueue       putting tasks on the broker by name (services never import tasks)
@@ -35,7 +35,7 @@ from notifications.services.incidents import (
     incident_resolve,
 )
 from notifications.services.maintenance import maintenance_schedule
-from notifications.services.messages import notify, send_contact_code
+from notifications.services.messages import Alert, notify, notify_many, send_contact_code
 from notifications.services.preferences import (
     INBOX_CHANNEL,
     PREFERENCE_EVENTS,
@@ -60,6 +60,7 @@ __all__ = [
     "STATUS_CACHE_KEY",
     "UNKNOWN_OUTCOME_DEAD",
     "UNKNOWN_OUTCOME_RESENT",
+    "Alert",
     "FanoutStep",
     "SweepResult",
     "channels_for",
@@ -78,6 +79,7 @@ __all__ = [
     "notifications_mark_all_read",
     "notifications_sweep",
     "notify",
+    "notify_many",
     "preferences_get",
     "preferences_update",
     "quiet_hours_end",

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 from uuid import UUID
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from bankcore.ids import uuid7
 from notifications.events import Event
 from notifications.exceptions import InvalidNotificationRequest
 from notifications.models import Delivery, Notification
 from notifications.rendering import render_event, safe_context
 from notifications.services.delivery import delivery_row
 from notifications.services.enqueue import enqueue_safely
-from notifications.services.preferences import channels_for, due_time
+from notifications.services.preferences import channels_for_many, due_times
 
 
 def notify(
@@ -30,34 +34,82 @@ def notify(
     (event, key, user, channel) is recorded, and so sent, at most once (the inbox row is
     written per call). Returns the inbox rows.
     """
-    event = Event(event)
-    shown = safe_context(context or {})
-    channels = channels_for(user=user, event=event)
-    rendered = render_event(event.value, shown, channels=channels)
+    return _record([(user, Event(event), context or {}, key)])
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message for `notify_many`: what `notify(user=..., event=..., context=..., key=...)` takes,
+    with the user by id."""
+
+    user_id: Any
+    event: Event | str
+    context: dict[str, Any]
+    key: str | None = None
+
+
+def notify_many(*, alerts: Sequence[Alert]) -> list[Notification]:
+    """`notify` for every alert, in order, as one batch: the same inbox and delivery rows, with
+    a few statements for all of them (users, preferences, one INSERT of inbox rows, one of
+    delivery rows) and one broker publish after COMMIT for every delivery due now.
+
+    Atomic with the caller's transaction (its own one outside any). Alerts of users that no
+    longer exist are dropped. Returns the inbox rows.
+    """
+    wanted = {str(alert.user_id) for alert in alerts}
+    users = {str(user.pk): user for user in get_user_model().objects.filter(pk__in=wanted).only(*_CONTACT_FIELDS)}
+    return _record(
+        [
+            (users[str(alert.user_id)], Event(alert.event), alert.context, alert.key)
+            for alert in alerts
+            if str(alert.user_id) in users
+        ]
+    )
+
+
+# What delivery_row addresses a message with: a batch loads no more of each user.
+_CONTACT_FIELDS = ("id", "email", "phone", "notification_email", "notification_phone")
+
+
+def _record(items: list[tuple[Any, Event, dict[str, Any], str | None]]) -> list[Notification]:
+    """The inbox rows and delivery rows of `items` [(user, event, context, key)], one INSERT each."""
+    if not items:
+        return []
+    pairs = [(user.pk, event) for user, event, _, _ in items]
+    chosen = channels_for_many(pairs=pairs)
     now = timezone.now()
+    dues = due_times(pairs=pairs, now=now)
+    inbox: list[Notification] = []
+    deliveries: list[tuple[Delivery, datetime]] = []
+    for user, event, context, key in items:
+        shown = safe_context(context)
+        channels = chosen[(user.pk, event)]
+        # One rendering per message, shared by its channels (each takes its part of it).
+        rendered = render_event(event.value, shown, channels=channels)
+        row = Notification(
+            id=uuid7(), user=user, event=event.value, title=rendered.title, body=rendered.body, context=shown
+        )
+        inbox.append(row)
+        event_key = f"{event.value}:{key or row.id}"
+        due = dues[(user.pk, event)]
+        for channel in channels:
+            delivery = delivery_row(
+                user=user, event=event.value, channel=channel, rendered=rendered, key=event_key, due=due, now=now
+            )
+            if delivery is not None:
+                deliveries.append((delivery, due))
     # No savepoint of our own: inside the caller's transaction an error here fails that
     # transaction anyway, and two fewer round trips matter on every transfer.
     with transaction.atomic(savepoint=False):
-        inbox = Notification.objects.create(
-            user=user, event=event.value, title=rendered.title, body=rendered.body, context=shown
-        )
-        event_key = f"{event.value}:{key or inbox.id}"
-        due = due_time(user=user, event=event, now=now)
-        rows = [
-            row
-            for channel in channels
-            if (
-                row := delivery_row(
-                    user=user, event=event.value, channel=channel, rendered=rendered, key=event_key, due=due, now=now
-                )
-            )
-            is not None
-        ]
-        Delivery.objects.bulk_create(rows, ignore_conflicts=True)
-        ids = [row.id for row in rows]
-        if ids:
+        Notification.objects.bulk_create(inbox)
+        Delivery.objects.bulk_create([delivery for delivery, _ in deliveries], ignore_conflicts=True)
+        by_due: dict[datetime, list[UUID]] = {}
+        # Grouped by channel, so a delivery task's chunk is mostly one provider's.
+        for delivery, due in sorted(deliveries, key=lambda pair: pair[0].channel):
+            by_due.setdefault(due, []).append(delivery.id)
+        for due, ids in by_due.items():
             _publish_on_commit(ids, due)
-    return [inbox]
+    return inbox
 
 
 def send_contact_code(*, user: Any, channel: str, address: str, code: str, key: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,21 +23,46 @@ def channels_for(*, user: Any, event: Event) -> list[str]:
 
     Security alerts and outage messages ignore preferences.
     """
-    defaults = set(DEFAULT_CHANNELS.get(event, ()))
-    if event in SECURITY_EVENTS or event in INCIDENT_EVENTS:
-        return [c for c in CHANNELS if c in defaults]
-    chosen = dict(NotificationPreference.objects.filter(user=user, event=event.value).values_list("channel", "enabled"))
-    return [c for c in CHANNELS if chosen.get(c, c in defaults)]
+    return channels_for_many(pairs=[(user.pk, event)])[(user.pk, event)]
+
+
+def channels_for_many(*, pairs: Iterable[tuple[Any, Event]]) -> dict[tuple[Any, Event], list[str]]:
+    """`channels_for` of many (user id, event) pairs, with one query for all their choices."""
+    wanted = set(pairs)
+    asked = {(user_id, event) for user_id, event in wanted if event not in SECURITY_EVENTS | INCIDENT_EVENTS}
+    chosen: dict[tuple[Any, str], dict[str, bool]] = {}
+    if asked:
+        rows = NotificationPreference.objects.filter(
+            user_id__in={user_id for user_id, _ in asked}, event__in={event.value for _, event in asked}
+        ).values_list("user_id", "event", "channel", "enabled")
+        for user_id, event_name, channel, enabled in rows:
+            chosen.setdefault((user_id, event_name), {})[channel] = enabled
+    result: dict[tuple[Any, Event], list[str]] = {}
+    for user_id, event in wanted:
+        defaults = set(DEFAULT_CHANNELS.get(event, ()))
+        if (user_id, event) in asked:
+            mine = chosen.get((user_id, event.value), {})
+            result[(user_id, event)] = [c for c in CHANNELS if mine.get(c, c in defaults)]
+        else:
+            result[(user_id, event)] = [c for c in CHANNELS if c in defaults]
+    return result
 
 
 def due_time(*, user: Any, event: Event, now: datetime) -> datetime:
     """Now, except marketing-class messages during the user's quiet hours: their end."""
-    if event not in MARKETING_EVENTS:
-        return now
-    quiet = QuietHours.objects.filter(user=user).first()
-    if quiet is None:
-        return now
-    return quiet_hours_end(quiet=quiet, now=now) or now
+    return due_times(pairs=[(user.pk, event)], now=now)[(user.pk, event)]
+
+
+def due_times(*, pairs: Iterable[tuple[Any, Event]], now: datetime) -> dict[tuple[Any, Event], datetime]:
+    """`due_time` of many (user id, event) pairs: one query, and only if a marketing message is among them."""
+    wanted = set(pairs)
+    quiet_users = {user_id for user_id, event in wanted if event in MARKETING_EVENTS}
+    quiet = {q.user_id: q for q in QuietHours.objects.filter(user_id__in=quiet_users)} if quiet_users else {}
+    result: dict[tuple[Any, Event], datetime] = {}
+    for user_id, event in wanted:
+        hours = quiet.get(user_id) if event in MARKETING_EVENTS else None
+        result[(user_id, event)] = (quiet_hours_end(quiet=hours, now=now) or now) if hours is not None else now
+    return result
 
 
 def quiet_hours_end(*, quiet: QuietHours, now: datetime) -> datetime | None:

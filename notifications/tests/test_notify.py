@@ -107,3 +107,41 @@ def test_notifications_of_one_transaction_are_published_to_the_broker_once(
         waiting = conn.default_channel.queue_declare(queue, passive=True).message_count
         conn.default_channel.queue_purge(queue)
     assert waiting == 1  # one deliver_many task carrying both customers' push deliveries
+
+
+def test_notify_many_records_what_one_notify_per_alert_would_in_a_few_statements(django_assert_max_num_queries):
+    from uuid import uuid4
+
+    opted, plain, quiet = UserFactory(phone="+4915100000301"), UserFactory(), UserFactory()
+    services.preferences_update(user=opted, changes={"transfer_sent": {"push": False, "sms": True}})
+    now = datetime.now(UTC)
+    QuietHours.objects.create(
+        user=quiet, start=(now - timedelta(hours=1)).time(), end=(now + timedelta(hours=1)).time(), timezone="UTC"
+    )
+    alerts = [
+        *[
+            services.Alert(
+                user_id=user.pk,
+                event=Event.TRANSFER_SENT,
+                context={"amount": f"{n}.00", "currency": "EUR"},
+                key=f"t{n}",
+            )
+            for n in range(10)
+            for user in (opted, plain)
+        ],
+        services.Alert(user_id=opted.pk, event=Event.NEW_DEVICE, context={}, key="d1"),  # security: every channel
+        services.Alert(user_id=quiet.pk, event=Event.PRODUCT_NEWS, context={"message": "Savings"}, key="n1"),
+        services.Alert(user_id=uuid4(), event=Event.TRANSFER_SENT, context={}, key="gone"),  # no such user
+    ]
+
+    # users, preferences, quiet hours, inbox rows, delivery rows - whatever the number of alerts
+    with django_assert_max_num_queries(5):
+        inbox = services.notify_many(alerts=alerts)
+
+    assert len(inbox) == 22 and [row.body for row in inbox[:2]] == ["You sent 0.00 EUR."] * 2
+    assert _channels(opted, "transfer_sent") == ["sms"] * 10
+    assert _channels(plain, "transfer_sent") == ["push"] * 10
+    assert _channels(opted, "new_device") == ["email", "push", "sms"]
+    [news_email, news_push] = Delivery.objects.filter(user=quiet, event="product_news").order_by("channel")
+    assert news_email.next_attempt_at > news_email.created_at and news_push.next_attempt_at > news_push.created_at
+    assert Delivery.objects.filter(delivery_key="transfer_sent:t3:" + f"{plain.pk}:push").exists()

@@ -2,8 +2,9 @@
 
 `notices_queue` runs inside the posting's transaction: it only writes one LedgerNotice
 row (cheap, no rendering; ledger.posting_write folds it into the posting's statement)
-and, once the transaction commits, wakes the drain. `notices_send` turns one row into
-notifications with `notifications.services.notify`, exactly once per row.
+and, once the transaction commits, wakes the drain. The drain turns rows into
+notifications with `notifications.services.notify_many`, a batch of rows per transaction,
+exactly once per row.
 
 Waking is coalesced twice, because a Celery message - or even a Redis round trip - per
 posting cost more than the posting's own SQL:
@@ -28,14 +29,14 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from bankcore.celery import app
 from bankcore.flags import flag_lower, flag_raise
 from notifications.events import Event
-from notifications.services import notify
+from notifications.services import Alert, notify_many
 from transactions.models import LedgerNotice, Transaction
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ SWEEP_AFTER = timedelta(seconds=30)
 WAKE_FLAG = "ledger-notices:drain-queued"
 WAKE_FLAG_TTL = 10  # seconds: a lost drain message delays alerts at most this long
 WAKE_DELAY = 0.05  # seconds: the longest a committed alert waits for its process to wake the drain
+DRAIN_BATCH = 200  # outbox rows per transaction: a few statements for all of their alerts
+SWEEP_LIMIT = 1000  # rows per sweep run; the next run (a minute later) takes the rest
 # Sent by name: services never import transactions.tasks (which imports the services).
 DRAIN_TASK = "transactions.tasks.drain_ledger_notices"
 
@@ -121,42 +124,71 @@ def _wake() -> None:
         logger.exception("could not wake the ledger notice drain; the sweep will send the alerts")
 
 
-def notices_drain(*, batch: int = 500) -> int:
-    """Send every unsent outbox row, oldest first. Returns rows sent. Clears the wake flag first."""
+def notices_drain(*, batch: int = DRAIN_BATCH) -> int:
+    """Send every unsent outbox row, oldest first, `batch` rows per transaction. Returns rows
+    sent. Clears the wake flag first."""
     flag_lower(WAKE_FLAG)
     sent = 0
-    last_id = 0
     while True:
-        unsent = LedgerNotice.objects.filter(sent_at=None, id__gt=last_id).order_by("id")
-        ids = list(unsent.values_list("id", flat=True)[:batch])
-        if not ids:
+        done = _send_rows(LedgerNotice.objects.filter(sent_at=None).order_by("id"), limit=batch)
+        if not done:
             return sent
-        sent += sum(notices_send(notice_id=pk) for pk in ids)
-        last_id = ids[-1]
+        sent += done
 
 
 def notices_send(*, notice_id: int) -> bool:
-    """Turn one outbox row into notifications, once. Returns False if already sent (or gone).
-
-    Atomic: the row is locked (SKIP LOCKED, so a concurrent run just moves on), the
-    notifications are recorded and the row marked sent in one transaction.
-    """
-    with transaction.atomic():
-        row = LedgerNotice.objects.select_for_update(skip_locked=True).filter(pk=notice_id, sent_at=None).first()
-        if row is None:
-            return False
-        wanted = {item["user_id"] for item in row.notices}
-        users = {str(user.pk): user for user in get_user_model().objects.filter(pk__in=wanted)}
-        for item in row.notices:
-            user = users.get(item["user_id"])
-            if user is not None:
-                notify(user=user, event=Event(item["event"]), context=item["context"], key=item["key"])
-        row.sent_at = timezone.now()
-        row.save(update_fields=["sent_at"])
-    return True
+    """Turn one outbox row into notifications, once. Returns False if already sent (or gone)."""
+    return _send_rows(LedgerNotice.objects.filter(pk=notice_id, sent_at=None), limit=1) == 1
 
 
 def notices_sweep(*, older_than: timedelta = SWEEP_AFTER) -> int:
     """Send every outbox row still unsent after `older_than` (the task was lost). Returns rows sent."""
     stale = LedgerNotice.objects.filter(sent_at=None, created_at__lte=timezone.now() - older_than)
-    return sum(notices_send(notice_id=pk) for pk in stale.order_by("created_at").values_list("pk", flat=True)[:1000])
+    sent = 0
+    while sent < SWEEP_LIMIT and (done := _send_rows(stale.order_by("created_at", "id"), limit=DRAIN_BATCH)):
+        sent += done
+    return sent
+
+
+def _send_rows(unsent: QuerySet[LedgerNotice], *, limit: int) -> int:
+    """Turn up to `limit` rows of `unsent` into notifications. Returns rows sent.
+
+    A batch that fails (a row that cannot be sent) is retried one row per transaction, so
+    the rows before the failing one still go out and only that one raises, as before batching.
+    """
+    try:
+        return _send_batch(unsent, limit=limit)
+    except Exception:
+        if limit == 1:
+            raise
+        logger.exception("a batch of ledger notices failed; sending its rows one by one")
+    sent = 0
+    for _ in range(limit):
+        done = _send_batch(unsent, limit=1)
+        if not done:
+            break
+        sent += done
+    return sent
+
+
+def _send_batch(unsent: QuerySet[LedgerNotice], *, limit: int) -> int:
+    """Turn up to `limit` rows of `unsent` into notifications, in one transaction. Returns rows sent.
+
+    Exactly once per row: the rows are locked (SKIP LOCKED, so a concurrent drain or sweep
+    takes the next ones instead of waiting), their notifications recorded and the rows
+    marked sent in one transaction; a crash before COMMIT leaves them all unsent, for the
+    next drain. One batch costs a handful of statements whatever its size (notify_many).
+    """
+    with transaction.atomic():
+        rows = list(unsent.select_for_update(skip_locked=True).only("id", "notices")[:limit])
+        if not rows:
+            return 0
+        notify_many(
+            alerts=[
+                Alert(user_id=item["user_id"], event=item["event"], context=item["context"], key=item["key"])
+                for row in rows
+                for item in row.notices
+            ]
+        )
+        LedgerNotice.objects.filter(pk__in=[row.pk for row in rows]).update(sent_at=timezone.now())
+    return len(rows)

@@ -172,3 +172,65 @@ def test_the_drain_is_woken_by_the_name_of_the_drain_task():
     from transactions.tasks import drain_ledger_notices
 
     assert app.tasks[DRAIN_TASK].name == drain_ledger_notices.name == DRAIN_TASK
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batched_drains_send_every_row_exactly_once():
+    import threading
+
+    from django.db import connection
+
+    from transactions.services.notices import notices_drain
+
+    sender, recipient = CustomerFactory(), CustomerFactory()
+    source, destination = open_account(sender, balance=100_000), open_account(recipient)
+    for _ in range(40):
+        transfer_create(
+            user=sender, source_account_id=source.pk, destination_iban=destination.iban, amount=100, currency="EUR"
+        )
+    barrier, sent = threading.Barrier(3), []
+
+    def drain() -> None:
+        barrier.wait()
+        try:
+            sent.append(notices_drain(batch=7))  # small batches: the drains interleave
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drain) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(sent) == 40 and not LedgerNotice.objects.filter(sent_at=None).exists()
+    # Each transfer announced once to each side (the inbox row is written per outbox row, so a
+    # row sent twice would show as a second inbox row with the same transfer).
+    for user, event in ((sender, "transfer_sent"), (recipient, "transfer_received")):
+        transfers = list(
+            Notification.objects.filter(user=user, event=event).values_list("context__transfer_id", flat=True)
+        )
+        assert len(transfers) == len(set(transfers)) == 40
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_row_that_cannot_be_sent_holds_back_only_itself_and_the_rows_after_it(customer):
+    from transactions.services.notices import notices_drain
+
+    source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
+    for _ in range(3):
+        transfer_create(
+            user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=100, currency="EUR"
+        )
+    first, broken, last = LedgerNotice.objects.order_by("id")
+    broken.notices = [{**broken.notices[0], "event": "no_such_event"}]
+    broken.save(update_fields=["notices"])
+
+    with pytest.raises(ValueError):
+        notices_drain()  # as before batching: the rows ahead of the broken one still went out
+
+    assert list(LedgerNotice.objects.filter(sent_at=None).order_by("id")) == [broken, last]
+    assert Notification.objects.filter(context__transfer_id=str(first.transaction_id)).count() == 2
+    assert not Notification.objects.exclude(context__transfer_id=str(first.transaction_id)).exists()
