@@ -18,7 +18,6 @@ from transactions.selectors import counterparty_of
 from transactions.services.ledger import available_balance
 from transactions.services.legacy_transfers import legacy_request_of
 
-
 # DRF's own rendering of a datetime (ISO 8601 in the current time zone), for hand-built outputs.
 _DATETIME = serializers.DateTimeField()
 
