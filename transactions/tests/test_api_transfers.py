@@ -317,9 +317,10 @@ def test_a_retry_with_a_fresh_step_up_token_under_the_same_key_replays_and_pays_
 
 
 def test_a_transfer_request_costs_these_statements_and_no_savepoint(customer_client, accounts):
-    """The request's round trips (issue 18): the user + session read, the key's claim, the locks
-    and limits, the posting, the key's completion. The idempotency layer adds no savepoint (the
-    one SAVEPOINT seen here is the request's own transaction, nested in the test's)."""
+    """The request's round trips (issue 18): the key's claim, the locks and limits, the posting,
+    the key's completion - the user and session come from the live-session cache after the first
+    request. The idempotency layer adds no savepoint (the one SAVEPOINT seen here is the
+    request's own transaction, nested in the test's)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -333,7 +334,6 @@ def test_a_transfer_request_costs_these_statements_and_no_savepoint(customer_cli
     savepoints = [kind for kind in kinds if "SAVEPOINT" in kind]
     assert len(savepoints) == 2, kinds  # SAVEPOINT + RELEASE SAVEPOINT of the request's own transaction
     assert [kind for kind in kinds if "SAVEPOINT" not in kind] == [
-        "SELECT u.password, u.last_login, u.is_superuser,",
         "INSERT INTO",
         "SELECT * FROM ledger_lock_transfer",
         "SELECT a.* FROM ledger_post",
