@@ -15,20 +15,22 @@ effect on the next request, as without the cache. If the after-COMMIT step canno
 cache (the one before COMMIT did, or the change would have failed), an answer read during the
 change may live on for at most `ENTRY_SECONDS`; that is logged.
 
-Only a cache shared by every process (Redis) is used; with the per-process fallback cache
-(no REDIS_URL, development) every request reads the database. The cached row leaves out the
-password hash, the lockout state and the encrypted columns: they stay deferred and load from the
-database only if read.
+Redis is used directly, through one client per process kept open (as bankcore/flags.py
+does: Django's cache builds a redis-py client object per call, which costs more CPU than the
+query it would save). Without REDIS_URL (development) every request reads the database. The
+cached row leaves out the password hash, the lockout state and the encrypted columns: they
+stay deferred and load from the database only if read.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import secrets
-from typing import Any
+from typing import Any, cast
 
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
-from django.core.cache.backends.redis import RedisCache
+import redis
+from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -36,50 +38,68 @@ logger = logging.getLogger(__name__)
 ENTRY_SECONDS = 60
 # A generation outlives every entry stamped before it was replaced (entry lifetime + a slow request).
 GENERATION_SECONDS = 2 * ENTRY_SECONDS + 60
-_NO_GENERATION = "0"
+_NO_GENERATION = b"0"
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        # redis-py's pool notices a fork and reconnects in the child.
+        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return _client
+
+
+def _prefix() -> str:
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', 'bankcore')}:auth"
 
 
 def _generation_key(user_id: Any) -> str:
-    return f"auth:generation:{user_id}"
+    return f"{_prefix()}:generation:{user_id}"
 
 
 def _entry_key(session_id: Any) -> str:
-    return f"auth:session:{session_id}"
+    return f"{_prefix()}:session:{session_id}"
 
 
 def enabled() -> bool:
-    return isinstance(caches[DEFAULT_CACHE_ALIAS], RedisCache)
+    return bool(settings.REDIS_URL)
 
 
-def cached_user_row(*, user_id: Any, session_id: Any) -> tuple[str, tuple[Any, ...] | None]:
+def cached_user_row(*, user_id: Any, session_id: Any) -> tuple[bytes, tuple[Any, ...] | None]:
     """(the user's current generation, the cached user row of this live session or None).
 
-    A cache that does not answer reads as a miss: the caller reads the database.
+    A Redis that does not answer reads as a miss: the caller reads the database.
     """
     try:
-        got = cache.get_many([_generation_key(user_id), _entry_key(session_id)])
-    except Exception:  # the cache is an optimisation; the database answers
+        stored, entry = _redis().mget([_generation_key(user_id), _entry_key(session_id)])
+    except redis.RedisError:
         logger.warning("auth cache unreachable; reading the session from the database", exc_info=True)
-        return "", None
-    generation = got.get(_generation_key(user_id), _NO_GENERATION)
-    entry = got.get(_entry_key(session_id))
-    if entry is None or entry[0] != generation or entry[1] != str(user_id):
+        return b"", None
+    generation = cast(bytes, stored) if stored else _NO_GENERATION  # no decode_responses: bytes
+    if entry is None:
         return generation, None
-    return generation, entry[2]
+    # Our own Redis, written only by cache_user_row below.
+    stamped, cached_user_id, row = pickle.loads(cast(bytes, entry))  # noqa: S301
+    if stamped != generation or cached_user_id != str(user_id):
+        return generation, None
+    return generation, row
 
 
-def cache_user_row(*, generation: str, user_id: Any, session_id: Any, row: tuple[Any, ...]) -> None:
+def cache_user_row(*, generation: bytes, user_id: Any, session_id: Any, row: tuple[Any, ...]) -> None:
     """Keep a live session's user row under the generation read before the row was."""
     if not generation:
-        return  # the cache did not answer the read: do not write either
+        return  # Redis did not answer the read: do not write either
     try:
-        cache.set(_entry_key(session_id), (generation, str(user_id), row), timeout=ENTRY_SECONDS)
-    except Exception:  # the cache is an optimisation
+        entry = pickle.dumps((generation, str(user_id), row), protocol=pickle.HIGHEST_PROTOCOL)
+        _redis().set(_entry_key(session_id), entry, ex=ENTRY_SECONDS)
+    except redis.RedisError:
         logger.warning("auth cache unreachable; session not cached", exc_info=True)
 
 
 def _new_generation(user_id: Any) -> None:
-    cache.set(_generation_key(user_id), secrets.token_hex(8), timeout=GENERATION_SECONDS)
+    _redis().set(_generation_key(user_id), secrets.token_hex(8).encode(), ex=GENERATION_SECONDS)
 
 
 def auth_state_changed(user_id: Any) -> None:
@@ -93,7 +113,7 @@ def auth_state_changed(user_id: Any) -> None:
     def after_commit() -> None:
         try:
             _new_generation(user_id)
-        except Exception:  # committed already; an entry read meanwhile lives <= ENTRY_SECONDS
+        except redis.RedisError:  # committed already; an entry read meanwhile lives <= ENTRY_SECONDS
             logger.error("auth cache unreachable after a session or user change of %s", user_id, exc_info=True)
 
     transaction.on_commit(after_commit)
