@@ -17,15 +17,17 @@ How exactly-once is kept:
    lookup of an earlier row, and the insert of this request's row (unique per
    user+key, state in_progress, a random claim token). Nobody else sees that row
    before COMMIT; the advisory lock is what tells them a request is in flight.
-2. the view runs in a savepoint of that transaction (a nested `atomic()`), and the
-   response is written to the key row in the same
-   transaction (conditional on still holding the claim). So the money moves if and
-   only if the response is stored; a crash at any point rolls back everything and
-   frees the lock, and a retry runs afresh. One COMMIT per request.
-3. Successful (2xx) and business-rule (422) answers are stored and replayed (a 422's
-   work is undone with the savepoint, its answer committed). Answers the client is
-   expected to fix and retry with the same key - 400 bad input, 403 step-up required,
-   404 - roll the claim back with the work, as does an unexpected error.
+2. the view runs in that transaction, and the response is written to the key row in
+   the same transaction (conditional on still holding the claim). So the money moves if
+   and only if the response is stored; a crash at any point rolls back everything and
+   frees the lock, and a retry runs afresh. On the happy path a request costs the claim,
+   the view's own statements, the completion and one COMMIT - no savepoint.
+3. Successful (2xx) and business-rule (422) answers are stored and replayed. A 422's work
+   is undone by rolling the whole transaction back; its answer is then stored in a short
+   transaction of its own that claims the key again (a duplicate that got in between is
+   answered as usual: replay or 409). Answers the client is expected to fix and retry with
+   the same key - 400 bad input, 403 step-up required, 404 - roll the claim back with the
+   work, as does an unexpected error.
 A committed row is always completed; an in_progress row left by an earlier version
 (claim committed on its own, with a lease) is still honoured: 409 while its lease
 runs, taken over after. Transient deadlock/serialization failures restart the
@@ -192,19 +194,44 @@ def _complete(row: Any, status_code: int, body: Any) -> None:
         raise IdempotencyInProgress()
 
 
-def _in_savepoint(handler: Callable[[], Response]) -> Response:
-    """Run `handler` in a savepoint of the current transaction (a nested `atomic()`), so a
-    refusal it raises undoes its work but keeps the claim for the stored answer.
+class _Refused(Exception):
+    """Carries a stored-answer refusal out of the transaction, which rolls its work back."""
 
-    Something inside that swallowed a database error leaves the savepoint marked for
-    rollback: the work is then unusable, so the whole request is undone rather than an
-    answer stored for work that did not happen.
-    """
+    def __init__(self, error: BankError) -> None:
+        self.error = error
+
+
+def _run_claimed(*, user: Any, key: str, fingerprint: str, handler: Callable[[], Response]) -> Response:
+    """One transaction: claim, run the handler, store its answer. Raises _Refused for a stored refusal."""
     with transaction.atomic():
-        response = handler()
+        row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
+        if replay is not None:
+            return replay
+        try:
+            response = handler()
+        except BankError as exc:
+            if not _stored(exc.status_code) or isinstance(exc, IdempotencyInProgress):
+                raise  # rolls the claim back with the work: the key stays free
+            raise _Refused(exc) from exc  # rolls the work back; the answer is stored after
+        # Something inside that swallowed a database error leaves the transaction marked for
+        # rollback: the work is then unusable, so the whole request is undone rather than an
+        # answer stored for work that did not happen.
         if transaction.get_rollback():
             raise transaction.TransactionManagementError("The request's work was marked for rollback.")
-    return response
+        if _stored(response.status_code):
+            _complete(row, response.status_code, response.data)
+        return response
+
+
+def _store_refusal(*, user: Any, key: str, fingerprint: str, error: BankError) -> Response | None:
+    """Store a refusal's answer under the key, its work already rolled back. Returns the
+    response to give instead if another request under this key completed in between."""
+    with transaction.atomic():
+        row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
+        if replay is not None:
+            return replay
+        _complete(row, error.status_code, error_body(error.code, error.message, error.details))
+    return None
 
 
 def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Callable[[], Response]) -> Response:
@@ -213,23 +240,13 @@ def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Cal
         raise IdempotencyKeyMissing(details={HEADER: ["Required: 1-255 printable ASCII characters."]})
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            stored_error: BankError | None = None
-            with transaction.atomic():
-                row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
+            try:
+                return _run_claimed(user=user, key=key, fingerprint=fingerprint, handler=handler)
+            except _Refused as refused:
+                replay = _store_refusal(user=user, key=key, fingerprint=fingerprint, error=refused.error)
                 if replay is not None:
                     return replay
-                try:
-                    response = _in_savepoint(handler)  # a stored error keeps the claim, undoes the work
-                except BankError as exc:
-                    if not _stored(exc.status_code) or isinstance(exc, IdempotencyInProgress):
-                        raise  # rolls the claim back with the work: the key stays free
-                    _complete(row, exc.status_code, error_body(exc.code, exc.message, exc.details))
-                    stored_error = exc
-                else:
-                    if _stored(response.status_code):
-                        _complete(row, response.status_code, response.data)
-                    return response
-            raise stored_error  # committed with its stored answer
+                raise refused.error from None  # committed with its stored answer
         except OperationalError as exc:
             if not is_transient(exc):
                 raise

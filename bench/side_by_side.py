@@ -266,7 +266,10 @@ AREAS = (
     ("  connection health check (SELECT 1 per request)", "close_if_health_check_failed"),
     ("  the view (DRF dispatch and everything under it)", "APIView.dispatch"),
     ("    authentication: JWT decode and verify", "JWTAuthentication.get_validated_token"),
-    ("    authentication: user + login session query", "SessionJWTAuthentication.get_user"),
+    (
+        "    authentication: user + login session (live-session cache, a query on a miss)",
+        "SessionJWTAuthentication.get_user",
+    ),
     ("    idempotency: claim (INSERT the key)", "_claim (bankcore/idempotency.py)"),
     ("    idempotency: complete (UPDATE the key with the response)", "_complete (bankcore/idempotency.py)"),
     ("    idempotency: savepoint + release around the view", "BaseDatabaseWrapper._savepoint"),

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.exceptions import AccountLocked
 from accounts.models import User
+from accounts.services.auth_cache import auth_state_changed
 from accounts.services.sessions import sessions_revoke
 from bankcore.audit import audit_record
 from notifications.events import Event
@@ -71,6 +72,7 @@ def record_auth_failure(*, user: User, factor: str, reason: str = "") -> bool:
 def record_auth_success(*, user: User) -> None:
     """A fully successful authentication: the consecutive-failure count starts again."""
     User.objects.filter(pk=user.pk).update(failed_auth_attempts=0)
+    auth_state_changed(user.pk)  # a queryset update sends no post_save
     user.failed_auth_attempts = 0
 
 

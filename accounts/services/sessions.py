@@ -23,6 +23,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.exceptions import SessionRevoked
 from accounts.models import Device, LoginSession, User
+from accounts.services import auth_cache
+from accounts.services.auth_cache import auth_state_changed
 from bankcore.api.logging import current_request_meta
 from bankcore.audit import audit_record
 from bankcore.crypto import EncryptedTextField
@@ -74,6 +76,7 @@ def session_start(*, user: User, method: str, device: Device | None = None) -> t
         session.current_refresh_jti = refresh[jwt_settings.JTI_CLAIM]
         session.save(update_fields=["current_refresh_jti"])
         User.objects.filter(pk=user.pk).update(failed_auth_attempts=0, last_login=now)
+        auth_state_changed(user.pk)  # a queryset update sends no post_save
         user.failed_auth_attempts = 0
         user.last_login = now
         if device is not None:
@@ -224,21 +227,31 @@ def session_is_live(*, session_id: str, user_id: Any) -> bool:
 def user_with_session_state(*, user_id: Any, session_id: str) -> tuple[User, bool] | None:
     """The user and whether `session_id` is one of their unrevoked sessions.
 
-    One query for what every authenticated request needs (the user row and the
-    revocation check), read fresh on each call so a revocation takes effect at once.
-    Hand-written (it runs on every request); encrypted columns are left deferred, so they
-    are decrypted only if a request reads them. None if either id is malformed or unknown.
+    What every authenticated request needs (the user row and the revocation check): from the
+    live-session cache (accounts.services.auth_cache, which every change to the user or their
+    sessions retires at once), else one hand-written query, whose answer for a live session is
+    then cached. Encrypted columns (and, from the cache, the password hash and lockout state) are left deferred,
+    so they load only if a request reads them. None if either id is malformed or unknown.
     """
     try:
         user_pk, session_pk = uuid.UUID(str(user_id)), uuid.UUID(str(session_id))
     except ValueError:
         return None
+    use_cache = auth_cache.enabled()
+    if use_cache:
+        generation, cached = auth_cache.cached_user_row(user_id=user_pk, session_id=session_pk)
+        if cached is not None:
+            return User.from_db(connection.alias, _CACHED_ATTNAMES, cached), True
     with connection.cursor() as cursor:
         cursor.execute(_USER_WITH_SESSION_SQL, [session_pk, user_pk])
         row = cursor.fetchone()
     if row is None:
         return None
-    return User.from_db(connection.alias, [f.attname for f in _USER_FIELDS], row[:-1]), bool(row[-1])
+    values, live = row[:-1], bool(row[-1])
+    if use_cache and live:
+        cached_row = tuple(value for value, field in zip(values, _USER_FIELDS, strict=True) if field in _CACHED)
+        auth_cache.cache_user_row(generation=generation, user_id=user_pk, session_id=session_pk, row=cached_row)
+    return User.from_db(connection.alias, [f.attname for f in _USER_FIELDS], values), live
 
 
 _USER_FIELDS = [f for f in User._meta.concrete_fields if not isinstance(f, EncryptedTextField)]
@@ -248,3 +261,8 @@ _USER_WITH_SESSION_SQL = (
     " WHERE s.id = %s AND s.user_id = u.id AND s.revoked_at IS NULL)"
     " FROM accounts_user u WHERE u.id = %s"
 ).replace("<columns>", ", ".join(f"u.{f.column}" for f in _USER_FIELDS))
+# What the live-session cache keeps: the same row without the password hash and the lockout
+# state, which stay deferred - read fresh from the database by the flows that check them.
+_NOT_CACHED = frozenset({"password", "failed_auth_attempts", "locked_until", "lock_count"})
+_CACHED = [f for f in _USER_FIELDS if f.attname not in _NOT_CACHED]
+_CACHED_ATTNAMES = [f.attname for f in _CACHED]

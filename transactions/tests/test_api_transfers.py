@@ -314,3 +314,52 @@ def test_a_retry_with_a_fresh_step_up_token_under_the_same_key_replays_and_pays_
     # A business field that differs is still another request.
     other = send(customer_client, source.pk, destination.iban, "1500.01", key="big-one", step_up_token=retry_token)
     assert other.status_code == 422 and error_code(other) == "idempotency_key_reused"
+
+
+def test_a_transfer_request_costs_these_statements_and_no_savepoint(customer_client, accounts):
+    """The request's round trips (issue 18): the key's claim, the locks and limits, the posting,
+    the key's completion - the user and session come from the live-session cache after the first
+    request. The idempotency layer adds no savepoint (the one SAVEPOINT seen here is the
+    request's own transaction, nested in the test's)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    source, destination = accounts
+    send(customer_client, source.pk, destination.iban, "1.00")  # warm: nothing lazy left to load
+    with CaptureQueriesContext(connection) as queries:
+        response = send(customer_client, source.pk, destination.iban, "1.00")
+    assert response.status_code == 201, response.content
+    statements = [query["sql"].split("(")[0].split(" ")[0:4] for query in queries.captured_queries]
+    kinds = [" ".join(words[:2]) if words[0] != "SELECT" else " ".join(words[:4]) for words in statements]
+    savepoints = [kind for kind in kinds if "SAVEPOINT" in kind]
+    assert len(savepoints) == 2, kinds  # SAVEPOINT + RELEASE SAVEPOINT of the request's own transaction
+    assert [kind for kind in kinds if "SAVEPOINT" not in kind] == [
+        "INSERT INTO",
+        "SELECT * FROM ledger_lock_transfer",
+        "SELECT a.* FROM ledger_post",
+        "UPDATE bankcore_idempotencykey",
+    ], kinds
+
+
+def test_the_transfer_output_is_drf_s_own_rendering_of_its_declared_fields(customer_client, accounts):
+    """TransferOutput builds its dict by hand (cheaper); the declared fields drive the schema.
+    The two must agree, for a local transfer and for both directions of a legacy one."""
+    from rest_framework import serializers
+
+    from transactions.api.serializers import TransferOutput
+    from transactions.models import LegacyRequest
+
+    source, destination = accounts
+    send(customer_client, source.pk, destination.iban, "3.21", description="Lunch")
+    transfer = Transaction.objects.select_related("destination_account").get(kind="transfer")
+    cases = [transfer]
+    for direction in LegacyRequest.Direction.values:
+        legacy = Transaction.objects.select_related("destination_account").get(pk=transfer.pk)
+        request = LegacyRequest(direction=direction, link_id=4242, legacy_iban="DE89370400440532013000")
+        Transaction.legacy_request.related.set_cached_value(legacy, request)
+        cases.append(legacy)
+    for case in cases:
+        output = TransferOutput(case)
+        generic = serializers.Serializer.to_representation(output, case)
+        assert output.data == generic and list(output.data) == list(TransferOutput().fields)
+    assert all(TransferOutput(case).data != TransferOutput(transfer).data for case in cases[1:])  # they differ

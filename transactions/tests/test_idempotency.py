@@ -308,3 +308,32 @@ def test_work_marked_for_rollback_inside_the_handler_stores_no_answer_and_leaves
         ),
     )
     assert retry.status_code == 201 and Transaction.objects.filter(kind="transfer").count() == 1
+
+
+def test_a_stored_refusal_undoes_the_work_done_before_it_and_is_replayed(customer, pair):
+    """A 422 raised after the handler wrote something: the work is rolled back (no savepoint: the
+    whole transaction), the answer is stored in a transaction of its own and replayed."""
+    from bankcore.idempotency import run_idempotent
+    from transactions.exceptions import InsufficientFunds
+    from transactions.services.transfers import transfer_create
+
+    source, destination = pair
+    calls = []
+
+    def handler():
+        calls.append(1)
+        transfer_create(
+            user=customer, source_account_id=source.pk, destination_iban=destination.iban, amount=300, currency="EUR"
+        )
+        raise InsufficientFunds(details={"available": "0.00"})
+
+    with pytest.raises(InsufficientFunds):
+        run_idempotent(user=customer, key="refused", fingerprint="f", handler=handler)
+    assert not Transaction.objects.filter(kind="transfer").exists()
+    source.refresh_from_db()
+    assert source.balance == 10_000
+    stored = IdempotencyKey.objects.get(key="refused")
+    assert (stored.state, stored.response_status) == (IdempotencyKey.State.COMPLETED, 422)
+    replay = run_idempotent(user=customer, key="refused", fingerprint="f", handler=handler)
+    assert replay.status_code == 422 and replay.data["error"]["code"] == "insufficient_funds"
+    assert replay["Idempotent-Replayed"] == "true" and len(calls) == 1
