@@ -33,6 +33,8 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
+from bankcore.api.exceptions import ServiceUnavailable
+
 logger = logging.getLogger(__name__)
 
 ENTRY_SECONDS = 60
@@ -102,13 +104,33 @@ def _new_generation(user_id: Any) -> None:
     _redis().set(_generation_key(user_id), secrets.token_hex(8).encode(), ex=GENERATION_SECONDS)
 
 
-def auth_state_changed(user_id: Any) -> None:
-    """Retire every cached answer of `user_id`'s sessions: now (raises if the cache does not
-    answer, so the change fails rather than commits unseen) and again after COMMIT (an answer
-    read from the database in between is retired with it)."""
+# Changes that cannot make a cached answer wrong: a new user or session (nothing is cached yet), a
+# refresh rotation (the access check reads only whether the session is live) and the sign-in
+# bookkeeping (failure count, lockout state and last login are not in the cached row).
+_HARMLESS_FIELDS = {
+    "loginsession": frozenset({"current_refresh_jti", "last_refreshed_at"}),
+    "user": frozenset({"failed_auth_attempts", "locked_until", "lock_count", "last_login"}),
+}
+
+
+def auth_state_changed(user_id: Any, *, revokes: bool = True) -> None:
+    """Retire every cached answer of `user_id`'s sessions: now and again after COMMIT (an
+    answer read from the database in between is retired with it).
+
+    A change that `revokes` (or may revoke) access fails with 503 `unavailable` when the cache
+    does not answer, rather than commit while a cached answer could still let the session in.
+    Any other change goes on with a warning: during a Redis outage sign-ins and failure counting
+    keep working on the database alone.
+    """
     if not enabled():
         return
-    _new_generation(user_id)
+    try:
+        _new_generation(user_id)
+    except redis.RedisError as exc:
+        if revokes:
+            raise ServiceUnavailable("Sign-in services are temporarily unavailable.") from exc
+        logger.warning("auth cache unreachable; a non-revoking change of %s goes on", user_id)
+        return
 
     def after_commit() -> None:
         try:
@@ -119,6 +141,9 @@ def auth_state_changed(user_id: Any) -> None:
     transaction.on_commit(after_commit)
 
 
-def user_or_session_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+def user_or_session_changed(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
     """post_save / post_delete receiver for User and LoginSession (connected in accounts.apps)."""
-    auth_state_changed(instance.pk if sender._meta.model_name == "user" else instance.user_id)
+    model = sender._meta.model_name
+    update_fields = kwargs.get("update_fields")
+    harmless = created or (update_fields is not None and frozenset(update_fields) <= _HARMLESS_FIELDS[model])
+    auth_state_changed(instance.pk if model == "user" else instance.user_id, revokes=not harmless)

@@ -72,7 +72,7 @@ def record_auth_failure(*, user: User, factor: str, reason: str = "") -> bool:
 def record_auth_success(*, user: User) -> None:
     """A fully successful authentication: the consecutive-failure count starts again."""
     User.objects.filter(pk=user.pk).update(failed_auth_attempts=0)
-    auth_state_changed(user.pk)  # a queryset update sends no post_save
+    auth_state_changed(user.pk, revokes=False)  # a queryset update sends no post_save
     user.failed_auth_attempts = 0
 
 

@@ -76,7 +76,7 @@ def session_start(*, user: User, method: str, device: Device | None = None) -> t
         session.current_refresh_jti = refresh[jwt_settings.JTI_CLAIM]
         session.save(update_fields=["current_refresh_jti"])
         User.objects.filter(pk=user.pk).update(failed_auth_attempts=0, last_login=now)
-        auth_state_changed(user.pk)  # a queryset update sends no post_save
+        auth_state_changed(user.pk, revokes=False)  # a queryset update sends no post_save
         user.failed_auth_attempts = 0
         user.last_login = now
         if device is not None:

@@ -89,3 +89,32 @@ def test_an_answer_read_before_a_revocation_committed_is_never_served_after_it(
     assert auth_cache.cached_user_row(user_id=user.pk, session_id=session.pk)[1] is None
     assert user_with_session_state(user_id=user.pk, session_id=session.pk)[1] is False
     assert _me(tokens["access"]).status_code == 401
+
+
+@pytest.fixture
+def auth_cache_unreachable(settings, monkeypatch):
+    """The auth cache's Redis on a port nothing listens on (a real refused connection)."""
+    from integrations.simulation import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setattr(auth_cache, "_client", None)
+    yield
+    auth_cache._client = None
+
+
+def test_without_the_cache_sign_in_and_failure_counting_go_on_but_a_revocation_answers_503(auth_cache_unreachable):
+    """Sign-in bookkeeping cannot make a cached answer wrong, so it does not need Redis; a logout
+    could leave a cached session live, so it is refused (503, nothing changed) until Redis answers."""
+    user = UserFactory()
+    tokens = _login(user)
+    assert "access" in tokens, tokens
+    assert _me(tokens["access"]).status_code == 200  # read from the database
+    wrong = APIClient().post("/api/v1/auth/token", {"email": user.email, "password": "not-the-password-1"})
+    assert wrong.status_code == 401
+    user.refresh_from_db()
+    assert user.failed_auth_attempts == 1  # counted on the database alone
+    refreshed = APIClient().post("/api/v1/auth/token/refresh", {"refresh": tokens["refresh"]})
+    assert refreshed.status_code == 200, refreshed.content
+    logout = APIClient().post("/api/v1/auth/logout", {"refresh": refreshed.json()["refresh"]})
+    assert logout.status_code == 503 and logout.json()["error"]["code"] == "unavailable"
+    assert LoginSession.objects.get(user=user).revoked_at is None
