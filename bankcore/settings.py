@@ -158,6 +158,9 @@ if env.str("DATABASE_REPLICA_URL", default=""):
     DATABASES["replica"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
     DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
     DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+# Retry-After (seconds) of a 503 `unavailable` answered because the database could not serve the
+# request (down, failing over, a lock or statement timeout: bankcore/api/errors.py).
+DATABASE_UNAVAILABLE_RETRY_AFTER = env.int("DATABASE_UNAVAILABLE_RETRY_AFTER", default=2)
 # The replica never migrates; no other alias is routed (reads go to a replica only explicitly).
 DATABASE_ROUTERS = ["bankcore.db.replica.ReplicaRouter"]
 # Replay lag above which replica-tolerant reads go to the primary, and how often it is measured.
