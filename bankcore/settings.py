@@ -12,7 +12,9 @@ Every key below can be set in the environment or in a ``.env`` file next to mana
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -146,7 +148,70 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 # Persistent connections: opening one per request costs more than the request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No per-request health check (CONN_HEALTH_CHECKS: a SELECT 1 round trip per request). A pooled
+# connection the server or the network lost fails its request's first query with a 503
+# `unavailable` (bankcore/api/errors.py) that clients retry; Django closes the errored
+# connection when the request ends and the next one reconnects: at most one 503 per process.
+# TCP keepalives and tcp_user_timeout find a half-open connection (a failover, a dead host)
+# within about a minute instead of the kernel's two hours / fifteen minutes.
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)  # seconds
+DATABASE_KEEPALIVES_IDLE = env.int("DATABASE_KEEPALIVES_IDLE", default=30)  # seconds idle before probing
+DATABASE_KEEPALIVES_INTERVAL = env.int("DATABASE_KEEPALIVES_INTERVAL", default=10)  # seconds between probes
+DATABASE_KEEPALIVES_COUNT = env.int("DATABASE_KEEPALIVES_COUNT", default=3)  # unanswered probes = dead
+# Milliseconds sent data may stay unacknowledged before the kernel drops the connection.
+DATABASE_TCP_USER_TIMEOUT_MS = env.int("DATABASE_TCP_USER_TIMEOUT_MS", default=30_000)
+# Server-side limits of the web and worker processes' sessions, in milliseconds (0 = none): no
+# statement, lock wait or forgotten open transaction holds a connection (and its locks) for
+# long. A statement or lock wait cut off answers 503 `unavailable`; nothing retries it in the
+# request except the whole idempotent transaction on deadlock/serialization failure.
+# Operator commands (`manage.py <command>` other than runserver: migrate, backups, imports,
+# verify_ledger, reconcile...) legitimately run long and get none of the three. In a worker,
+# the daily ledger verification lifts statement_timeout for its own snapshot (SET LOCAL), and
+# pg_dump/pg_restore (backups, the DR drill) connect on their own and set theirs to 0.
+DATABASE_STATEMENT_TIMEOUT_MS = env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=30_000)
+DATABASE_LOCK_TIMEOUT_MS = env.int("DATABASE_LOCK_TIMEOUT_MS", default=5_000)
+DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS = env.int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000)
+# Off behind PgBouncer, which refuses (or, with ignore_startup_parameters, drops) libpq
+# `options`: set the same limits on the runtime role there (docs/operations.md).
+DATABASE_SESSION_OPTIONS = env.bool("DATABASE_SESSION_OPTIONS", default=True)
+# Transaction pooling (PgBouncer) hands each transaction any server connection: no named
+# (server-side) cursors, which live across transactions.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DISABLE_SERVER_SIDE_CURSORS", default=False)
+_script = os.path.basename(sys.argv[0]) if sys.argv else ""
+OPERATOR_PROCESS = _script in ("manage.py", "django-admin") and sys.argv[1:2] != ["runserver"]
+
+
+def database_session_options(**overrides: int) -> str:
+    """libpq `options` with the session limits of this process (none for an operator command)."""
+    if not DATABASE_SESSION_OPTIONS:
+        return ""
+    limits = {
+        "statement_timeout": DATABASE_STATEMENT_TIMEOUT_MS,
+        "lock_timeout": DATABASE_LOCK_TIMEOUT_MS,
+        "idle_in_transaction_session_timeout": DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    }
+    if OPERATOR_PROCESS:
+        limits = {}
+    limits.update(overrides)
+    return " ".join(f"-c {name}={value}" for name, value in limits.items())
+
+
+def database_options(**overrides: int) -> dict:
+    """DATABASES OPTIONS: connect timeout, keepalives, tcp_user_timeout and the session limits."""
+    options = {
+        "connect_timeout": DATABASE_CONNECT_TIMEOUT,
+        "keepalives": 1,
+        "keepalives_idle": DATABASE_KEEPALIVES_IDLE,
+        "keepalives_interval": DATABASE_KEEPALIVES_INTERVAL,
+        "keepalives_count": DATABASE_KEEPALIVES_COUNT,
+        "tcp_user_timeout": DATABASE_TCP_USER_TIMEOUT_MS,
+    }
+    if session := database_session_options(**overrides):
+        options["options"] = session
+    return options
+
+
+DATABASES["default"]["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **database_options()}
 DATABASES["default"].setdefault("TEST", {})
 # An optional streaming read replica of the primary (same runtime role). Only reads that ask
 # bankcore.db.replica.read_database() go there: account history and statements, while the
@@ -157,7 +222,8 @@ if env.str("DATABASE_REPLICA_URL", default=""):
         raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL.")
     DATABASES["replica"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
     DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
-    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["replica"]["OPTIONS"] = {**DATABASES["replica"].get("OPTIONS", {}), **database_options()}
+    DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"]
 # Retry-After (seconds) of a 503 `unavailable` answered because the database could not serve the
 # request (down, failing over, a lock or statement timeout: bankcore/api/errors.py).
 DATABASE_UNAVAILABLE_RETRY_AFTER = env.int("DATABASE_UNAVAILABLE_RETRY_AFTER", default=2)
@@ -370,6 +436,9 @@ BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
 BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=8)
 # A backup without its manifest this old is a failed run's leftover, and pruned.
 BACKUP_INCOMPLETE_GRACE = timedelta(hours=env.float("BACKUP_INCOMPLETE_GRACE_HOURS", default=6))
+# Seconds an S3 call (backups, audit checkpoints) may take to connect, and to wait for data.
+S3_CONNECT_TIMEOUT = env.float("S3_CONNECT_TIMEOUT", default=5.0)
+S3_READ_TIMEOUT = env.float("S3_READ_TIMEOUT", default=60.0)
 # The last good backup older than this shows as "stale" in /readyz (the schedule is hourly).
 BACKUP_STALE_AFTER = timedelta(hours=env.float("BACKUP_STALE_AFTER_HOURS", default=2))
 # A backup or a drill of a large database outlives the default task time limit.
@@ -717,7 +786,7 @@ DATABASES["journal"] = {
     "CONN_MAX_AGE": 0,
     "OPTIONS": {
         **DATABASES["default"].get("OPTIONS", {}),
-        "options": "-c lock_timeout=5000",
+        **database_options(lock_timeout=5000),
     },
     "TEST": {"MIRROR": "default"},
 }
