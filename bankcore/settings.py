@@ -466,8 +466,8 @@ if CELERY_BROKER_URL == "filesystem://":
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than any countdown/eta we use, so a delayed task is not redelivered early.
-        "visibility_timeout": 6 * 60 * 60,
+        # Set at the end of this module from the longest task and delay (see there).
+        "visibility_timeout": 0,
         # Without these a publish to a hung Redis (accepts the connection, never answers)
         # waits forever - inside the request that committed. Above the worker's 1 s BRPOP.
         "socket_timeout": 5,
@@ -808,3 +808,43 @@ CELERY_BEAT_SCHEDULE["legacy-reversals-sweep"] = {
     "task": "transactions.tasks.legacy_reversals_sweep",
     "schedule": timedelta(seconds=60),
 }
+
+# --- Celery under faults (issue 19) ---------------------------------------------------
+# Every task is idempotent (bankcore/celery.py lists each and why), so each is acknowledged only
+# after it ran (acks_late) and put back if its worker dies mid-task (reject_on_worker_lost):
+# a crash or a lost broker connection re-runs a task, never loses it.
+# Tasks running when the worker loses the broker are cancelled and, being unacknowledged,
+# redelivered; otherwise their acknowledgement has nowhere to go (Celery 5.1+ asks for this).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A worker that starts while the broker is down waits for it, and one that loses it at run time
+# reconnects, forever (max_retries None), instead of exiting.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Publishing retries a little, then raises: the caller (a web request that has committed) logs it
+# and the beat sweeps re-enqueue from the database (outbox rows, statuses), so a short bound keeps
+# a request from hanging on a dead broker. Worst case ~ 3 x socket_connect_timeout + 1.5 s.
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+# The result backend (Redis) answers within bounded time too.
+CELERY_REDIS_SOCKET_TIMEOUT = 5
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 5
+# Redis redelivers a task not acknowledged within visibility_timeout, even while it still runs
+# (or still waits for its countdown/eta on a worker). So it must exceed the longest task (backups
+# and DR drills: BACKUP_TASK_TIME_LIMIT) and the longest delay we schedule (notification retries,
+# legacy reversal retries, settlement polls), with an hour to spare. Default: 7 hours.
+_LONGEST_TASK_OR_DELAY = max(
+    CELERY_TASK_TIME_LIMIT,
+    BACKUP_TASK_TIME_LIMIT,
+    int(NOTIFICATIONS_RETRY_MAX_SECONDS),
+    int(LEGACY_REVERSAL_RETRY_MAX_SECONDS),
+    SETTLEMENT_REPORT_POLL_SECONDS,
+)
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=_LONGEST_TASK_OR_DELAY + 3600)
+if CELERY_VISIBILITY_TIMEOUT <= _LONGEST_TASK_OR_DELAY:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s) must exceed the longest task or delay"
+        f" ({_LONGEST_TASK_OR_DELAY} s), or Redis redelivers tasks that are still running."
+    )
+if "visibility_timeout" in CELERY_BROKER_TRANSPORT_OPTIONS:
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = CELERY_VISIBILITY_TIMEOUT
