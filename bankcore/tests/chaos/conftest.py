@@ -29,16 +29,20 @@ def migrated_cluster() -> Iterator[Path]:
         server.stop()
         yield server.root
     finally:
-        server.remove()
+        server.kill()
         shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
-def chaos_dir() -> Iterator[Path]:
+def chaos_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The test's files: servers' data and logs, the worker's log, the notification outbox. Kept
+    when the test fails (the logs say what happened), removed otherwise."""
     directory = scratch_dir("bankcore-chaos-")
-    try:
-        yield directory
-    finally:
+    yield directory
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"\nchaos: the failed test's servers' logs and files are kept in {directory}")
+    else:
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -53,7 +57,7 @@ def private_postgres(migrated_cluster: Path, chaos_dir: Path) -> Iterator[Privat
     try:
         yield server
     finally:
-        server.remove()
+        server.kill()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ at the end, whatever happened.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,11 +16,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
 from bankcore.embedded_db import APP_ROLE, DATABASE, OWNER, EmbeddedPostgres, EmbeddedPostgresError
-from bankcore.testing import BASE_DIR, free_port
+from bankcore.testing import BASE_DIR, CeleryWorker, free_port
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -76,12 +78,10 @@ class PrivatePostgres(EmbeddedPostgres):
         finally:
             conn.close()
 
-    def remove(self) -> None:
+    def kill(self) -> None:
+        """Stop it at once if it runs (the files stay: the caller owns the directory)."""
         if self.is_running():
             self.crash()
-        shutil.rmtree(self.root, ignore_errors=True)
-        if self.socket_dir != self.root:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -153,3 +153,67 @@ class PrivateRedis:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+def celery_app_on(env: dict[str, str]) -> Any:
+    """A Celery app with bankcore's Celery settings on the broker and result store `env` names
+    (not the suite's own app, which stays on the suite's Redis)."""
+    from celery import Celery
+
+    app = Celery("bankcore-chaos", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.conf.broker_url = env["CELERY_BROKER_URL"]
+    app.conf.result_backend = env["CELERY_RESULT_BACKEND"]
+    return app
+
+
+class PrivateWorker(CeleryWorker):
+    """bankcore.testing.CeleryWorker on the private broker: readiness asked there."""
+
+    def _wait_ready(self, timeout: float) -> None:
+        app = celery_app_on(self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"celery worker exited early; see {self.log_path}")
+            if app.control.ping(timeout=0.5):
+                return
+        raise RuntimeError(f"celery worker did not answer within {timeout}s; see {self.log_path}")
+
+    def answers(self, timeout: float = 1.0) -> bool:
+        return (
+            self.process is not None
+            and self.process.poll() is None
+            and bool(celery_app_on(self.env).control.ping(timeout=timeout))
+        )
+
+
+# Publishes tasks by name through bankcore's own Celery app and settings, as beat (and the web
+# and worker processes) publish theirs; one JSON line per task: its id, or the error the publish
+# raised, and how long the publish took.
+_PUBLISH = """
+import json, sys, time
+import django
+django.setup()
+from bankcore.celery import app
+for name in sys.argv[1:]:
+    started = time.monotonic()
+    try:
+        result = app.send_task(name)
+        line = {"task": name, "id": result.id}
+    except Exception as exc:
+        line = {"task": name, "error": f"{type(exc).__name__}: {exc}"}
+    line["seconds"] = round(time.monotonic() - started, 2)
+    print("PUBLISHED " + json.dumps(line), flush=True)
+"""
+
+
+def publish(env: dict[str, str], *names: str, timeout: float = 180) -> list[dict[str, Any]]:
+    """Publish the tasks `names` from a fresh bankcore process; what each publish answered."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PUBLISH, *names], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    lines = [json.loads(line[10:]) for line in result.stdout.splitlines() if line.startswith("PUBLISHED ")]
+    if len(lines) != len(names):
+        raise RuntimeError(f"the publisher failed:\n{result.stdout}\n{result.stderr}")
+    return lines
