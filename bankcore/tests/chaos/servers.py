@@ -181,11 +181,13 @@ class PrivateWorker(CeleryWorker):
         raise RuntimeError(f"celery worker did not answer within {timeout}s; see {self.log_path}")
 
     def answers(self, timeout: float = 1.0) -> bool:
-        return (
-            self.process is not None
-            and self.process.poll() is None
-            and bool(celery_app_on(self.env).control.ping(timeout=timeout))
-        )
+        """Is it running, and does it answer a ping on the broker?"""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        try:
+            return bool(celery_app_on(self.env).control.ping(timeout=timeout))
+        except Exception:  # the broker failed the ping: no answer either
+            return False
 
 
 # Publishes tasks by name through bankcore's own Celery app and settings, as beat (and the web
@@ -208,12 +210,33 @@ for name in sys.argv[1:]:
 """
 
 
-def publish(env: dict[str, str], *names: str, timeout: float = 180) -> list[dict[str, Any]]:
+class Publisher:
+    """Publishes the tasks `names` from a fresh bankcore process, in the background (a publish
+    may wait for the broker); `results()` says what each publish answered."""
+
+    def __init__(self, env: dict[str, str], *names: str) -> None:
+        self.names = names
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _PUBLISH, *names],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def results(self, timeout: float = 120) -> list[dict[str, Any]]:
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+        lines = [json.loads(line[10:]) for line in stdout.splitlines() if line.startswith("PUBLISHED ")]
+        if len(lines) != len(self.names):
+            raise RuntimeError(f"the publisher failed:\n{stdout}\n{stderr}")
+        return lines
+
+
+def publish(env: dict[str, str], *names: str, timeout: float = 120) -> list[dict[str, Any]]:
     """Publish the tasks `names` from a fresh bankcore process; what each publish answered."""
-    result = subprocess.run(
-        [sys.executable, "-c", _PUBLISH, *names], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    lines = [json.loads(line[10:]) for line in result.stdout.splitlines() if line.startswith("PUBLISHED ")]
-    if len(lines) != len(names):
-        raise RuntimeError(f"the publisher failed:\n{result.stdout}\n{result.stderr}")
-    return lines
+    return Publisher(env, *names).results(timeout)
