@@ -276,13 +276,18 @@ def login(base_url: str, customer: Customer, timeout: float = 10.0) -> requests.
     )
 
 
-def wait_until(predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes (AssertionError)."""
+def wait_until(
+    predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "condition", strict: bool = True
+) -> Any:
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes: then
+    AssertionError, or with strict=False its last (falsy) value, for the test to report."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
+            if not strict:
+                return value
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)

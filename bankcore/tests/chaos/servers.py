@@ -6,6 +6,7 @@ at the end, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +170,36 @@ def celery_app_on(env: dict[str, str]) -> Any:
 
 
 class PrivateWorker(CeleryWorker):
-    """bankcore.testing.CeleryWorker on the private broker: readiness asked there."""
+    """bankcore.testing.CeleryWorker on the private broker (readiness asked there), under a
+    supervisor that starts it again when it exits, as the deployment's restart policy does
+    (deploy/k8s/workers.yaml); `restarts` counts how often that was needed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.restarts = 0
+        self._supervising = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def start(self, timeout: float = 60) -> PrivateWorker:
+        super().start(timeout)
+        if self._supervisor is None:
+            self._supervising.set()
+            self._supervisor = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+            self._supervisor.start()
+        return self
+
+    def _supervise(self) -> None:
+        while self._supervising.is_set():
+            time.sleep(0.5)
+            if self._supervising.is_set() and self.process is not None and self.process.poll() is not None:
+                self.restarts += 1
+                super().start(timeout=120)
+
+    def stop(self) -> None:
+        self._supervising.clear()
+        if self._supervisor is not None:
+            self._supervisor.join(130)
+        super().stop()
 
     def _wait_ready(self, timeout: float) -> None:
         app = celery_app_on(self.env)
@@ -176,9 +207,19 @@ class PrivateWorker(CeleryWorker):
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"celery worker exited early; see {self.log_path}")
-            if app.control.ping(timeout=0.5):
-                return
+            with contextlib.suppress(Exception):  # the broker may not answer yet either
+                if app.control.ping(timeout=0.5):
+                    return
+            time.sleep(0.2)
         raise RuntimeError(f"celery worker did not answer within {timeout}s; see {self.log_path}")
+
+    def runs(self, task_id: str) -> int:
+        """How many times the task `task_id` ran to success, by the worker's log (results may not be kept)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return text.count(f"[{task_id}] succeeded")
 
     def answers(self, timeout: float = 1.0) -> bool:
         """Is it running, and does it answer a ping on the broker?"""

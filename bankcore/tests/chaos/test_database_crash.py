@@ -38,6 +38,7 @@ def _acknowledged_since(clients: AppClients, since: float) -> int:
 
 
 def test_database_crash_during_concurrent_transfers(private_postgres, bank_env):
+    started = time.monotonic()
     customers = seed_customers(bank_env, count=CUSTOMERS, balance=FUNDING)
     with GunicornServer(env=bank_env, workers=2) as server:
         origin = time.monotonic()
@@ -66,7 +67,8 @@ def test_database_crash_during_concurrent_transfers(private_postgres, bank_env):
         f"\nchaos/database: {len(intents)} transfers in {len(attempts)} tries; answers to tries during the outage: "
         f"{dict(Counter(t.answer for t in during))}; "
         f"{sum(any(t.indeterminate for t in i.tries) for i in intents)} transfers had an indeterminate try; "
-        f"first success {first_success - back_at:.1f}s after the database returned"
+        f"first success {first_success - back_at:.1f}s after the database returned. Seconds: servers up "
+        f"{origin - started:.0f}, crash at {crashed_at - started:.0f}, back at {back_at - started:.0f}"
     )
 
     # The crash was felt: tries during the outage failed (else this test proves nothing).
