@@ -233,9 +233,16 @@ class S3CheckpointStore:
 
 def _s3_client() -> Any:
     import boto3  # only where S3 is configured
+    from botocore.config import Config
 
     return boto3.client(
         "s3",
+        # Bounded waits: a hung endpoint fails the call (and the task) instead of holding it.
+        config=Config(
+            connect_timeout=settings.S3_CONNECT_TIMEOUT,
+            read_timeout=settings.S3_READ_TIMEOUT,
+            retries={"mode": "standard", "max_attempts": 3},
+        ),
         endpoint_url=settings.AUDIT_CHECKPOINT_S3_ENDPOINT_URL or None,
         region_name=settings.AUDIT_CHECKPOINT_S3_REGION or None,
         aws_access_key_id=settings.AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID or None,

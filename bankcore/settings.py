@@ -12,7 +12,9 @@ Every key below can be set in the environment or in a ``.env`` file next to mana
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -146,7 +148,70 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 # Persistent connections: opening one per request costs more than the request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No per-request health check (CONN_HEALTH_CHECKS: a SELECT 1 round trip per request). A pooled
+# connection the server or the network lost fails its request's first query with a 503
+# `unavailable` (bankcore/api/errors.py) that clients retry; Django closes the errored
+# connection when the request ends and the next one reconnects: at most one 503 per process.
+# TCP keepalives and tcp_user_timeout find a half-open connection (a failover, a dead host)
+# within about a minute instead of the kernel's two hours / fifteen minutes.
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)  # seconds
+DATABASE_KEEPALIVES_IDLE = env.int("DATABASE_KEEPALIVES_IDLE", default=30)  # seconds idle before probing
+DATABASE_KEEPALIVES_INTERVAL = env.int("DATABASE_KEEPALIVES_INTERVAL", default=10)  # seconds between probes
+DATABASE_KEEPALIVES_COUNT = env.int("DATABASE_KEEPALIVES_COUNT", default=3)  # unanswered probes = dead
+# Milliseconds sent data may stay unacknowledged before the kernel drops the connection.
+DATABASE_TCP_USER_TIMEOUT_MS = env.int("DATABASE_TCP_USER_TIMEOUT_MS", default=30_000)
+# Server-side limits of the web and worker processes' sessions, in milliseconds (0 = none): no
+# statement, lock wait or forgotten open transaction holds a connection (and its locks) for
+# long. A statement or lock wait cut off answers 503 `unavailable`; nothing retries it in the
+# request except the whole idempotent transaction on deadlock/serialization failure.
+# Operator commands (`manage.py <command>` other than runserver: migrate, backups, imports,
+# verify_ledger, reconcile...) legitimately run long and get none of the three. In a worker,
+# the daily ledger verification lifts statement_timeout for its own snapshot (SET LOCAL), and
+# pg_dump/pg_restore (backups, the DR drill) connect on their own and set theirs to 0.
+DATABASE_STATEMENT_TIMEOUT_MS = env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=30_000)
+DATABASE_LOCK_TIMEOUT_MS = env.int("DATABASE_LOCK_TIMEOUT_MS", default=5_000)
+DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS = env.int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000)
+# Off behind PgBouncer, which refuses (or, with ignore_startup_parameters, drops) libpq
+# `options`: set the same limits on the runtime role there (docs/operations.md).
+DATABASE_SESSION_OPTIONS = env.bool("DATABASE_SESSION_OPTIONS", default=True)
+# Transaction pooling (PgBouncer) hands each transaction any server connection: no named
+# (server-side) cursors, which live across transactions.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DISABLE_SERVER_SIDE_CURSORS", default=False)
+_script = os.path.basename(sys.argv[0]) if sys.argv else ""
+OPERATOR_PROCESS = _script in ("manage.py", "django-admin") and sys.argv[1:2] != ["runserver"]
+
+
+def database_session_options(**overrides: int) -> str:
+    """libpq `options` with the session limits of this process (none for an operator command)."""
+    if not DATABASE_SESSION_OPTIONS:
+        return ""
+    limits = {
+        "statement_timeout": DATABASE_STATEMENT_TIMEOUT_MS,
+        "lock_timeout": DATABASE_LOCK_TIMEOUT_MS,
+        "idle_in_transaction_session_timeout": DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    }
+    if OPERATOR_PROCESS:
+        limits = {}
+    limits.update(overrides)
+    return " ".join(f"-c {name}={value}" for name, value in limits.items())
+
+
+def database_options(**overrides: int) -> dict:
+    """DATABASES OPTIONS: connect timeout, keepalives, tcp_user_timeout and the session limits."""
+    options = {
+        "connect_timeout": DATABASE_CONNECT_TIMEOUT,
+        "keepalives": 1,
+        "keepalives_idle": DATABASE_KEEPALIVES_IDLE,
+        "keepalives_interval": DATABASE_KEEPALIVES_INTERVAL,
+        "keepalives_count": DATABASE_KEEPALIVES_COUNT,
+        "tcp_user_timeout": DATABASE_TCP_USER_TIMEOUT_MS,
+    }
+    if session := database_session_options(**overrides):
+        options["options"] = session
+    return options
+
+
+DATABASES["default"]["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **database_options()}
 DATABASES["default"].setdefault("TEST", {})
 # An optional streaming read replica of the primary (same runtime role). Only reads that ask
 # bankcore.db.replica.read_database() go there: account history and statements, while the
@@ -157,7 +222,11 @@ if env.str("DATABASE_REPLICA_URL", default=""):
         raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL.")
     DATABASES["replica"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
     DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
-    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["replica"]["OPTIONS"] = {**DATABASES["replica"].get("OPTIONS", {}), **database_options()}
+    DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"]
+# Retry-After (seconds) of a 503 `unavailable` answered because the database could not serve the
+# request (down, failing over, a lock or statement timeout: bankcore/api/errors.py).
+DATABASE_UNAVAILABLE_RETRY_AFTER = env.int("DATABASE_UNAVAILABLE_RETRY_AFTER", default=2)
 # The replica never migrates; no other alias is routed (reads go to a replica only explicitly).
 DATABASE_ROUTERS = ["bankcore.db.replica.ReplicaRouter"]
 # Replay lag above which replica-tolerant reads go to the primary, and how often it is measured.
@@ -367,6 +436,9 @@ BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
 BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=8)
 # A backup without its manifest this old is a failed run's leftover, and pruned.
 BACKUP_INCOMPLETE_GRACE = timedelta(hours=env.float("BACKUP_INCOMPLETE_GRACE_HOURS", default=6))
+# Seconds an S3 call (backups, audit checkpoints) may take to connect, and to wait for data.
+S3_CONNECT_TIMEOUT = env.float("S3_CONNECT_TIMEOUT", default=5.0)
+S3_READ_TIMEOUT = env.float("S3_READ_TIMEOUT", default=60.0)
 # The last good backup older than this shows as "stale" in /readyz (the schedule is hourly).
 BACKUP_STALE_AFTER = timedelta(hours=env.float("BACKUP_STALE_AFTER_HOURS", default=2))
 # A backup or a drill of a large database outlives the default task time limit.
@@ -394,8 +466,8 @@ if CELERY_BROKER_URL == "filesystem://":
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than any countdown/eta we use, so a delayed task is not redelivered early.
-        "visibility_timeout": 6 * 60 * 60,
+        # Set at the end of this module from the longest task and delay (see there).
+        "visibility_timeout": 0,
         # Without these a publish to a hung Redis (accepts the connection, never answers)
         # waits forever - inside the request that committed. Above the worker's 1 s BRPOP.
         "socket_timeout": 5,
@@ -714,7 +786,7 @@ DATABASES["journal"] = {
     "CONN_MAX_AGE": 0,
     "OPTIONS": {
         **DATABASES["default"].get("OPTIONS", {}),
-        "options": "-c lock_timeout=5000",
+        **database_options(lock_timeout=5000),
     },
     "TEST": {"MIRROR": "default"},
 }
@@ -736,3 +808,43 @@ CELERY_BEAT_SCHEDULE["legacy-reversals-sweep"] = {
     "task": "transactions.tasks.legacy_reversals_sweep",
     "schedule": timedelta(seconds=60),
 }
+
+# --- Celery under faults (issue 19) ---------------------------------------------------
+# Every task is idempotent (bankcore/celery.py lists each and why), so each is acknowledged only
+# after it ran (acks_late) and put back if its worker dies mid-task (reject_on_worker_lost):
+# a crash or a lost broker connection re-runs a task, never loses it.
+# Tasks running when the worker loses the broker are cancelled and, being unacknowledged,
+# redelivered; otherwise their acknowledgement has nowhere to go (Celery 5.1+ asks for this).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A worker that starts while the broker is down waits for it, and one that loses it at run time
+# reconnects, forever (max_retries None), instead of exiting.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Publishing retries a little, then raises: the caller (a web request that has committed) logs it
+# and the beat sweeps re-enqueue from the database (outbox rows, statuses), so a short bound keeps
+# a request from hanging on a dead broker. Worst case ~ 3 x socket_connect_timeout + 1.5 s.
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+# The result backend (Redis) answers within bounded time too.
+CELERY_REDIS_SOCKET_TIMEOUT = 5
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 5
+# Redis redelivers a task not acknowledged within visibility_timeout, even while it still runs
+# (or still waits for its countdown/eta on a worker). So it must exceed the longest task (backups
+# and DR drills: BACKUP_TASK_TIME_LIMIT) and the longest delay we schedule (notification retries,
+# legacy reversal retries, settlement polls), with an hour to spare. Default: 7 hours.
+_LONGEST_TASK_OR_DELAY = max(
+    CELERY_TASK_TIME_LIMIT,
+    BACKUP_TASK_TIME_LIMIT,
+    int(NOTIFICATIONS_RETRY_MAX_SECONDS),
+    int(LEGACY_REVERSAL_RETRY_MAX_SECONDS),
+    SETTLEMENT_REPORT_POLL_SECONDS,
+)
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=_LONGEST_TASK_OR_DELAY + 3600)
+if CELERY_VISIBILITY_TIMEOUT <= _LONGEST_TASK_OR_DELAY:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s) must exceed the longest task or delay"
+        f" ({_LONGEST_TASK_OR_DELAY} s), or Redis redelivers tasks that are still running."
+    )
+if "visibility_timeout" in CELERY_BROKER_TRANSPORT_OPTIONS:
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = CELERY_VISIBILITY_TIMEOUT

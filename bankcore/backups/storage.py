@@ -213,9 +213,16 @@ class _Counted:
 
 def _s3_client() -> Any:
     import boto3  # only where S3 is configured
+    from botocore.config import Config
 
     return boto3.client(
         "s3",
+        # Bounded waits: a hung endpoint fails the call (and the task) instead of holding it.
+        config=Config(
+            connect_timeout=settings.S3_CONNECT_TIMEOUT,
+            read_timeout=settings.S3_READ_TIMEOUT,
+            retries={"mode": "standard", "max_attempts": 3},
+        ),
         endpoint_url=settings.BACKUP_S3_ENDPOINT_URL or None,
         region_name=settings.BACKUP_S3_REGION or None,
         aws_access_key_id=settings.BACKUP_S3_ACCESS_KEY_ID or None,

@@ -88,6 +88,9 @@ def ledger_verify() -> LedgerReport:
     with connection.cursor() as cur:
         if snapshot:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # Whole-ledger scans outlast the app's statement_timeout on a large ledger; the
+            # daily task runs this in a worker, whose sessions have one (settings).
+            cur.execute("SET LOCAL statement_timeout = 0")
         try:
             cur.execute("SELECT count(*) FROM accounts_bankaccount")
             report.accounts = cur.fetchone()[0]
