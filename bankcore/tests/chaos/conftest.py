@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,21 +17,63 @@ from bankcore.testing import process_env
 from bankcore.tests.chaos.servers import PrivatePostgres, PrivateRedis, migrated, scratch_dir
 
 
+class _Template:
+    """A stopped cluster whose database `bankcore` was made as `make schema` makes it (the owner
+    migrates, `grant_app_role` equips the runtime role), built in a thread of its own: migrating
+    takes tens of seconds, so it starts as soon as the session knows it will run a chaos test and
+    is ready by the time one runs; each test then starts a copy of it."""
+
+    def __init__(self) -> None:
+        self.directory = scratch_dir("bankcore-chaos-template-")
+        self.server = PrivatePostgres(self.directory / "postgres")
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._build, name="chaos-template", daemon=True)
+        self.thread.start()
+
+    def _build(self) -> None:
+        try:
+            self.server.start()
+            migrated(self.server, process_env())
+            self.server.stop()
+        except BaseException as exc:  # handed to the test that needs the template
+            self.error = exc
+
+    def ready(self, timeout: float = 600) -> Path:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"the chaos suite's migrated cluster was not ready within {timeout}s")
+        if self.error is not None:
+            raise RuntimeError("the chaos suite's migrated cluster could not be made") from self.error
+        return self.server.root
+
+    def remove(self) -> None:
+        self.thread.join(600)
+        self.server.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_template: _Template | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    global _template
+    if session.config.option.collectonly:
+        return
+    if _template is None and any(item.get_closest_marker("chaos") for item in session.items):
+        _template = _Template()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _template is not None:
+        _template.remove()
+
+
 @pytest.fixture(scope="session")
-def migrated_cluster() -> Iterator[Path]:
-    """A stopped cluster whose database `bankcore` was made as `make schema` makes it (the
-    owner migrates, `grant_app_role` equips the runtime role). Migrating takes tens of seconds,
-    so it is done once; each test starts a copy of it."""
-    directory = scratch_dir("bankcore-chaos-template-")
-    server = PrivatePostgres(directory / "postgres")
-    try:
-        server.start()
-        migrated(server, process_env())
-        server.stop()
-        yield server.root
-    finally:
-        server.kill()
-        shutil.rmtree(directory, ignore_errors=True)
+def migrated_cluster() -> Path:
+    global _template
+    if _template is None:  # collected some other way: build it now
+        _template = _Template()
+    return _template.ready()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,6 +92,23 @@ def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def manage_each(env: dict[str, str], *commands: tuple[str, ...], timeout: float = 300) -> list[tuple[int, str]]:
+    """Run several `manage.py` commands at once; each one's exit status and output."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for args in commands
+    ]
+    outputs = [process.communicate(timeout=timeout)[0] for process in processes]
+    return [(process.returncode, output) for process, output in zip(processes, outputs, strict=True)]
 
 
 def migrated(server: PrivatePostgres, env: dict[str, str]) -> None:
@@ -220,6 +238,14 @@ class PrivateWorker(CeleryWorker):
         except FileNotFoundError:
             return 0
         return text.count(f"[{task_id}] succeeded")
+
+    def runs_of(self, name: str) -> int:
+        """How many runs of tasks named `name` succeeded, by the worker's log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return len(re.findall(rf"Task {re.escape(name)}\[[0-9a-f-]+\] succeeded", text))
 
     def answers(self, timeout: float = 1.0) -> bool:
         """Is it running, and does it answer a ping on the broker?"""

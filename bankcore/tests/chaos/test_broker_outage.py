@@ -13,6 +13,7 @@ back; beat's sweeps run as they would. Then:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -40,11 +41,18 @@ CUSTOMERS = 6
 FUNDING = 1_000_00
 OUTAGE_SECONDS = 30  # the figure: "tasks published during a 30-second broker outage all run after it"
 # Work published from inside the outage, as beat publishes it: a settlement step and a backup run.
-PUBLISHED_DURING_OUTAGE = ("transactions.tasks.sweep_settlement", "bankcore.tasks.backup")
+PUBLISHED_DURING_OUTAGE = ("transactions.tasks.run_settlement", "bankcore.tasks.backup")
+# A publish may wait for the broker a little, never for the whole outage (a web request that
+# committed publishes too).
+PUBLISH_BOUND_SECONDS = 30
 TRANSFER_EVENTS = ("transfer_sent", "transfer_received")
 # The beat sweeps that re-drive what a lost publish left behind, run every couple of seconds here
 # (beat: every minute), with a short "stuck" threshold for deliveries (default 120 s).
-SWEEPS = ("transactions.tasks.sweep_ledger_notices", "notifications.tasks.sweep_notifications")
+SWEEPS = (
+    "transactions.tasks.sweep_ledger_notices",
+    "notifications.tasks.sweep_notifications",
+    "transactions.tasks.sweep_settlement",
+)
 STUCK_AFTER_SECONDS = 10
 
 
@@ -89,9 +97,11 @@ def _pushes_per_user(server, customers, outbox: Path) -> tuple[dict[str, int], d
 def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, private_redis, bank_env, chaos_dir):
     started = time.monotonic()
     env = {**bank_env, "NOTIFICATIONS_STUCK_AFTER_SECONDS": str(STUCK_AFTER_SECONDS)}
+    worker = PrivateWorker(env=env, log_path=chaos_dir / "worker.log")
+    starting = threading.Thread(target=worker.start, daemon=True)  # while the customers are made
+    starting.start()
     customers = seed_customers(env, count=CUSTOMERS, balance=FUNDING, push=True)
     beat = celery_app_on(env)  # the test publishes beat's sweeps with it
-    worker = PrivateWorker(env=env, log_path=chaos_dir / "worker.log")
     sign_ins: list[tuple[float, int | str]] = []
 
     def sign_in_now_and_then(url: str, stop: threading.Event) -> None:
@@ -102,7 +112,10 @@ def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, pr
                 sign_ins.append((time.monotonic(), type(exc).__name__))
             stop.wait(2)
 
-    with GunicornServer(env=env, workers=2) as server, worker:
+    with GunicornServer(env=env, workers=2) as server, contextlib.ExitStack() as cleanup:
+        cleanup.callback(worker.stop)
+        starting.join(120)
+        assert worker.answers(), f"the worker did not start; see {worker.log_path}"
         origin = time.monotonic()
         clients = AppClients(server.url, customers, threads=2, pause=0.3).start()
         stop_sign_ins = threading.Event()
@@ -121,9 +134,11 @@ def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, pr
             )
             down_at = time.monotonic()
             private_redis.stop()
-            time.sleep(3)
-            # Beat's tick inside the outage: it publishes a settlement step and a backup run.
-            publisher = Publisher(env, *PUBLISHED_DURING_OUTAGE)
+            time.sleep(2)
+            # Beat's ticks inside the outage publish a settlement step and a backup run. The outage
+            # lasts until each publish has answered (so each was made while Redis was down).
+            publishers = [Publisher(env, name) for name in PUBLISHED_DURING_OUTAGE]
+            published = [line for publisher in publishers for line in publisher.results(timeout=90)]
             time.sleep(max(0.0, down_at + OUTAGE_SECONDS - time.monotonic()))
             private_redis.start()
             up_at = time.monotonic()
@@ -137,7 +152,6 @@ def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, pr
             stop_sign_ins.set()
             signer.join(10)
         intents = list(clients.intents)
-        published = publisher.results(timeout=60)
 
         # Beat's sweeps, until every alert is out (or the deadline says something was lost).
         def swept_and_delivered() -> bool:
@@ -150,6 +164,7 @@ def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, pr
         task_ids = {line["task"]: line["id"] for line in published if "id" in line}
         wait_until(lambda: all(worker.runs(i) for i in task_ids.values()), timeout=60, strict=False)
         ran = {name: worker.runs(task_id) for name, task_id in task_ids.items()}
+        settlement_swept = worker.runs_of("transactions.tasks.sweep_settlement")
         worker_answers = wait_until(worker.answers, timeout=15, strict=False)
 
     attempts = tries(intents)
@@ -203,7 +218,12 @@ def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, pr
     assert outage_sign_ins, "no sign-in was tried during the outage"
     assert all(isinstance(status, int) and (status < 500 or status == 503) for status in outage_sign_ins), sign_ins
 
-    # What was published during the outage ran after it.
-    assert [line.get("error") for line in published] == [None] * len(published), published
-    assert ran == dict.fromkeys(PUBLISHED_DURING_OUTAGE, 1)
-    assert private_postgres.query("SELECT status FROM bankcore_backuprecord") == [("ok",)]
+    # What was published during the outage: the publisher got its answer in bounded time; what the
+    # broker took ran once after the outage, and what it refused was re-driven from the database:
+    # settlement by its sweep, and the backup run (recorded in the database, README) ran.
+    assert all(line["seconds"] <= PUBLISH_BOUND_SECONDS for line in published), published
+    assert all(count == 1 for count in ran.values()), ran
+    assert settlement_swept, "the settlement sweep did not run after the outage"
+    assert private_postgres.query("SELECT status FROM bankcore_backuprecord") == [("ok",)], (
+        f"the backup run published during the outage did not run after it: {published}"
+    )
