@@ -114,6 +114,7 @@ class Try:
     started: float
     ended: float
     error: str = ""
+    replayed: bool = False  # the answer of an earlier try under the same key (Idempotent-Replayed)
 
     @property
     def indeterminate(self) -> bool:
@@ -236,7 +237,16 @@ class AppClients:
                 continue
             ended = time.monotonic()
             code = _error_code(response) if response.status_code >= 300 else None
-            intent.tries.append(Try(response.status_code, code, response.headers.get("Retry-After"), started, ended))
+            intent.tries.append(
+                Try(
+                    response.status_code,
+                    code,
+                    response.headers.get("Retry-After"),
+                    started,
+                    ended,
+                    replayed=response.headers.get("Idempotent-Replayed") == "true",
+                )
+            )
             status = response.status_code
             if 200 <= status < 300:
                 intent.transfer_id = response.json()["id"]

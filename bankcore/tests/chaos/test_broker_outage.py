@@ -117,12 +117,12 @@ def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, pr
         starting.join(120)
         assert worker.answers(), f"the worker did not start; see {worker.log_path}"
         origin = time.monotonic()
-        clients = AppClients(server.url, customers, threads=2, pause=0.3).start()
+        clients = AppClients(server.url, customers, threads=2, pause=0.5).start()
         stop_sign_ins = threading.Event()
         signer = threading.Thread(target=sign_in_now_and_then, args=(server.url, stop_sign_ins), daemon=True)
         signer.start()
         try:
-            wait_until(lambda: sum(i.acknowledged for i in list(clients.intents)) >= 10, timeout=60, what="transfers")
+            wait_until(lambda: sum(i.acknowledged for i in list(clients.intents)) >= 5, timeout=60, what="transfers")
             # The alert pipeline works before the outage (else the test would prove nothing about it).
             wait_until(
                 lambda: private_postgres.query(

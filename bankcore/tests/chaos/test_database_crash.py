@@ -66,7 +66,8 @@ def test_database_crash_during_concurrent_transfers(private_postgres, bank_env):
     print(
         f"\nchaos/database: {len(intents)} transfers in {len(attempts)} tries; answers to tries during the outage: "
         f"{dict(Counter(t.answer for t in during))}; "
-        f"{sum(any(t.indeterminate for t in i.tries) for i in intents)} transfers had an indeterminate try; "
+        f"{sum(any(t.indeterminate for t in i.tries) for i in intents)} transfers had an indeterminate try, "
+        f"{sum(t.replayed for t in attempts)} retries were answered by the replay of a committed first try; "
         f"first success {first_success - back_at:.1f}s after the database returned. Seconds: servers up "
         f"{origin - started:.0f}, crash at {crashed_at - started:.0f}, back at {back_at - started:.0f}"
     )
