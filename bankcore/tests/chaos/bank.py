@@ -176,7 +176,7 @@ class AppClients:
     (so no two clients spend from one account and the expected balances are exact), until stopped."""
 
     def __init__(
-        self, base_url: str, customers: list[Customer], *, threads: int, pause: float = 0.0, timeout: float = 10.0
+        self, base_url: str, customers: list[Customer], *, threads: int, pause: float = 0.0, timeout: float = 30.0
     ) -> None:
         self.base_url = base_url
         self.customers = customers

@@ -190,7 +190,10 @@ def test_broker_outage_loses_no_alert_and_no_published_task(private_postgres, pr
 
     # The database was up all along: transfers went on, each booked once, alerts owed in the outbox.
     assert any(t.status == 201 for t in during), "no transfer succeeded while Redis was down"
-    failures = [t for t in attempts if t.status != 201]
+    # Every answer a 201 (a try without an answer - a slow first request on a busy machine - is
+    # allowed: its retry under the same key settled it, as every transfer was acknowledged).
+    assert all(i.acknowledged for i in intents)
+    failures = [t for t in attempts if t.status is not None and t.status != 201]
     assert failures == [], "\n".join(describe(t, origin) for t in failures[:20])
     booked = private_postgres.query(
         "SELECT description, array_agg(id::text) FROM transactions_transaction WHERE kind = 'transfer'"
