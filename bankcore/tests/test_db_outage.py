@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.urls import path
 
 from accounts.models import BankAccount
@@ -137,19 +137,15 @@ def test_a_connection_terminated_mid_request_answers_503_and_the_next_request_re
     assert _join(_in_thread(two_requests)) == (201, 201)
 
 
-def test_a_database_refusing_connections_answers_503_from_authentication(bank):
-    with app_database(HOST="127.0.0.1", PORT=closed_port()):
-        response = bank["client"].get("/api/v1/accounts")  # JWT session check: the first query
-    assert_unavailable(response)
-    assert bank["client"].get("/api/v1/accounts").status_code == 200
-
-
-def test_a_database_refusing_connections_answers_503_from_middleware_before_the_view(bank):
+def test_a_database_refusing_connections_answers_503_from_authentication_and_from_middleware(bank):
     app_config_cache_clear()  # the app-version middleware reads its policy from the database
+    bank["client"].raise_request_exception = False  # Django's handler answers, as in production
     with app_database(HOST="127.0.0.1", PORT=closed_port()):
-        bank["client"].raise_request_exception = False  # Django's handler answers, as in production
-        response = bank["client"].get("/api/v1/accounts", HTTP_X_APP_PLATFORM="ios", HTTP_X_APP_VERSION="1.0.0")
-    assert_unavailable(response)
+        in_authentication = bank["client"].get("/api/v1/accounts")  # the JWT session check's query
+        in_middleware = bank["client"].get("/api/v1/accounts", HTTP_X_APP_PLATFORM="ios", HTTP_X_APP_VERSION="1.0")
+    assert_unavailable(in_authentication)
+    assert_unavailable(in_middleware)
+    assert bank["client"].get("/api/v1/accounts").status_code == 200
 
 
 def test_a_lock_held_past_lock_timeout_answers_503_and_moves_nothing(bank):
@@ -167,7 +163,15 @@ def test_a_lock_held_past_lock_timeout_answers_503_and_moves_nothing(bank):
     assert bank["source"].balance == 100_000 and Transaction.objects.filter(kind="transfer").count() == 0
 
 
-def test_a_statement_past_statement_timeout_answers_503(bank):
+def test_a_read_only_server_and_a_statement_past_statement_timeout_answer_503(bank):
+    # A write on a standby, or on a primary being demoted during a fail-over: 25006.
+    with app_database(OPTIONS=with_options(default_transaction_read_only="on")):
+        refused_write = _transfer(bank)
+        read = bank["client"].get("/api/v1/accounts")  # reads keep working
+    assert_unavailable(refused_write)
+    assert read.status_code == 200
+    assert Transaction.objects.filter(kind="transfer").count() == 0
+
     def slow(request: Any) -> Any:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_sleep(5)")
@@ -179,27 +183,38 @@ def test_a_statement_past_statement_timeout_answers_503(bank):
         override_settings(ROOT_URLCONF=_urlconf_with(path("api/v1/slow", slow))),
         app_database(OPTIONS=with_options(statement_timeout=200)),
     ):
-        response = bank["client"].get("/api/v1/slow")
-    assert_unavailable(response)
+        assert_unavailable(bank["client"].get("/api/v1/slow"))
 
 
-def test_an_unexpected_database_error_stays_500(bank):
+@pytest.mark.django_db
+def test_exhausted_retries_of_a_busy_database_answer_503_with_retry_after(bank):
+    from transactions.tests.faults import journal_inserts_fail
+
+    with journal_inserts_fail(sqlstate="40001"):
+        response = _transfer(bank)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+    assert int(response["Retry-After"]) > 0
+
+
+@pytest.mark.django_db
+def test_an_unexpected_database_error_stays_500(client):
     def broken(request: Any) -> Any:
         with connection.cursor() as cursor:
             cursor.execute("SELECT no_such_column FROM no_such_table")
 
     from django.test import override_settings
 
-    bank["client"].raise_request_exception = False
+    client.raise_request_exception = False
     with override_settings(ROOT_URLCONF=_urlconf_with(path("api/v1/broken", broken))):
-        response = bank["client"].get("/api/v1/broken")
+        response = client.get("/api/v1/broken")
     assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
 
 
+@pytest.mark.django_db
 def test_which_database_errors_mean_unavailable():
     def raised(sql: str) -> BaseException:
         try:
-            with connection.cursor() as cursor:
+            with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(sql)
         except Exception as exc:
             return exc
@@ -213,12 +228,14 @@ def test_which_database_errors_mean_unavailable():
     for code in ("54000", "P0001", "42P01", "23505", "XX000"):  # bugs or broken data: 500
         assert sqlstate(code) is None, code
     assert database_unavailable_cause(raised("SELECT 1/0")) is None
-    with app_database(HOST="127.0.0.1", PORT=closed_port()):
-        assert database_unavailable_cause(raised("SELECT 1")) == "connection"  # refused at connect
-    with connection.cursor() as cursor:
-        cursor.connection.close()  # psycopg2 knows its connection is closed: InterfaceError
-    assert database_unavailable_cause(raised("SELECT 1")) == "connection"
-    connection.close()
+    with pytest.raises(psycopg2.OperationalError) as refused:
+        psycopg2.connect(host="127.0.0.1", port=closed_port(), dbname="x", connect_timeout=2)
+    assert database_unavailable_cause(refused.value) == "connection"
+    closed = psycopg2.connect(**{**connection.get_connection_params(), "cursor_factory": None})
+    closed.close()
+    with pytest.raises(psycopg2.InterfaceError) as already_closed:
+        closed.cursor()
+    assert database_unavailable_cause(already_closed.value) == "connection"
     assert database_unavailable_cause(RuntimeError("x")) is None
 
 
