@@ -8,17 +8,31 @@ spraying; the lockout in the database is the security boundary, not these.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from django.http import HttpRequest
+from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from bankcore.api.client_ip import client_ip
 
+logger = logging.getLogger(__name__)
+
 
 class _LiveRateThrottle(SimpleRateThrottle):
     scope: str
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        # While Redis cannot be reached nothing is counted and the attempt goes through: the
+        # lockout in the database still guards the accounts, and refusing (500) every sign-in and
+        # token refresh for the outage would lock every customer out of the app.
+        try:
+            return super().allow_request(request, view)
+        except RedisError as exc:
+            logger.warning("rate limit %s not counted: the cache is unreachable (%s)", self.scope, exc)
+            return True
 
     def get_rate(self) -> str | None:
         # Read the rates now, not at import, so settings can change them (tests, reloads).

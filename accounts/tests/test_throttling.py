@@ -104,3 +104,21 @@ def test_audit_rows_sessions_and_new_login_alerts_carry_the_one_derived_client_i
     assert AuditEvent.objects.get(action="auth.login", details__session=str(session.pk)).ip == "198.51.100.30"
     alert = Notification.objects.get(user=user, event="new_device_login")
     assert "198.51.100.30" in alert.body and "192.0.2.66" not in alert.body
+
+
+def test_while_redis_is_unreachable_sign_ins_go_uncounted_and_the_database_lockout_still_guards(caplog):
+    """Refusing every sign-in (500) while Redis is down would lock every customer out of the app;
+    the counters are only a brake, the lockout in the database is the boundary."""
+    from accounts.tests.factories import PASSWORD, UserFactory
+    from bankcore.testing import free_port
+
+    user = UserFactory()
+    nowhere = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    with override_settings(CACHES=nowhere, REST_FRAMEWORK=_rates(auth_ip="1/min", auth_user="1/min")):
+        client = APIClient(REMOTE_ADDR="203.0.113.60")
+        assert _login(client, user.email).status_code == 401
+        statuses = [_login(client, user.email).status_code for _ in range(5)]
+        signed_in = client.post("/api/v1/auth/token", {"email": user.email, "password": PASSWORD})
+    assert statuses[:4] == [401] * 4  # not 429: nothing could be counted
+    assert statuses[4] == 403 and signed_in.status_code == 403  # five wrong in a row: locked, in the database
+    assert "not counted: the cache is unreachable" in caplog.text
