@@ -142,7 +142,7 @@ class DrDrillAdmin(ReadOnlyAdmin):
 
 @admin.register(BackupRecord)
 class BackupRecordAdmin(ReadOnlyAdmin):
-    """Backup runs (manage.py backup, hourly beat task); `list_backups` shows what the store holds."""
+    """Backup runs (manage.py backup, the backup_if_due beat task); `list_backups` shows what the store holds."""
 
     list_display = ("started_at", "status", "backup_id", "size_bytes", "finished_at")
     list_filter = ("status",)

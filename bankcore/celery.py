@@ -18,6 +18,7 @@ IDEMPOTENT_TASKS: dict[str, str] = {
     "bankcore.tasks.audit_checkpoint": "anchors the current chain heads again",
     "bankcore.tasks.expire_idempotency_keys": "deletes what is expired",
     "bankcore.tasks.backup": "an interrupted backup is not recorded as good; a re-run makes a new one",
+    "bankcore.tasks.backup_if_due": "runs only when no good backup is newer than the interval (under the lock)",
     "bankcore.tasks.prune_backups": "the retention policy is a function of what exists",
     "bankcore.tasks.dr_drill": "a scratch database per drill, dropped after",
     "accounts.tasks.purge_auth_records": "deletes what is past retention",

@@ -438,7 +438,7 @@ BACKUP_INCOMPLETE_GRACE = timedelta(hours=env.float("BACKUP_INCOMPLETE_GRACE_HOU
 # Seconds an S3 call (backups, audit checkpoints) may take to connect, and to wait for data.
 S3_CONNECT_TIMEOUT = env.float("S3_CONNECT_TIMEOUT", default=5.0)
 S3_READ_TIMEOUT = env.float("S3_READ_TIMEOUT", default=60.0)
-# The last good backup older than this shows as "stale" in /readyz (the schedule is hourly).
+# The last good backup older than this shows as "stale" in /readyz (BACKUP_INTERVAL is an hour).
 BACKUP_STALE_AFTER = timedelta(hours=env.float("BACKUP_STALE_AFTER_HOURS", default=2))
 # A backup or a drill of a large database outlives the default task time limit.
 BACKUP_TASK_TIME_LIMIT = env.int("BACKUP_TASK_TIME_LIMIT", default=6 * 60 * 60)
@@ -502,7 +502,15 @@ CELERY_BEAT_SCHEDULE: dict = {
     "purge-auth-records-daily": {"task": "accounts.tasks.purge_auth_records", "schedule": crontab(hour=3, minute=40)},
 }
 # Backups (bankcore/backups/): hourly, pruned daily, restored and verified in a weekly drill.
-CELERY_BEAT_SCHEDULE["backup-hourly"] = {"task": "bankcore.tasks.backup", "schedule": crontab(minute=5)}
+# Backups: beat asks every BACKUP_DUE_CHECK_INTERVAL and a backup is made when the newest good
+# one started more than BACKUP_INTERVAL ago (bankcore.backups.services.backup_if_due): a tick lost
+# while the broker was down, or a failed run, is made good at the next tick.
+BACKUP_INTERVAL = timedelta(minutes=env.float("BACKUP_INTERVAL_MINUTES", default=60))
+BACKUP_DUE_CHECK_INTERVAL = timedelta(minutes=env.float("BACKUP_DUE_CHECK_MINUTES", default=5))
+CELERY_BEAT_SCHEDULE["backup-when-due"] = {
+    "task": "bankcore.tasks.backup_if_due",
+    "schedule": BACKUP_DUE_CHECK_INTERVAL,
+}
 CELERY_BEAT_SCHEDULE["backup-prune-daily"] = {
     "task": "bankcore.tasks.prune_backups",
     "schedule": crontab(hour=4, minute=20),
@@ -825,9 +833,12 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # a request from hanging on a dead broker. Worst case ~ 3 x socket_connect_timeout + 1.5 s.
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
-# The result backend (Redis) answers within bounded time too.
+# The result backend (Redis) answers within bounded time too: a publish subscribes to its result
+# there, and Celery's default reconnect policy (20 tries, ~20 s) held every publish made during a
+# Redis outage that long before it failed; two quick tries, as for publishing.
 CELERY_REDIS_SOCKET_TIMEOUT = 5
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 5
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
 # Redis redelivers a task not acknowledged within visibility_timeout, even while it still runs
 # (or still waits for its countdown/eta on a worker). So it must exceed the longest task (backups
 # and DR drills: BACKUP_TASK_TIME_LIMIT) and the longest delay we schedule (notification retries,

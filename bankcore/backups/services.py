@@ -58,6 +58,10 @@ class BackupRefused(BackupError):
     """The operation was refused before anything was touched (e.g. a restore onto the live database)."""
 
 
+class BackupNotDue(BackupRefused):
+    """A scheduled backup found a good backup newer than its interval: nothing to do."""
+
+
 # --- backup -------------------------------------------------------------------------------
 
 
@@ -84,7 +88,7 @@ def _tail(path: Path, limit: int = 2000) -> str:
         return ""
 
 
-def backup_create(*, store: BackupStore | None = None) -> BackupResult:
+def backup_create(*, store: BackupStore | None = None, unless_good_since: datetime | None = None) -> BackupResult:
     """Dump the bank's database, encrypted, into the backup store, with its signed manifest.
 
     Guarantees: the manifest's row counts, checksums, audit heads and migrations are read in the
@@ -94,6 +98,9 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
     written last, so a failed run leaves no backup that looks good (its data is deleted, and a
     BackupRecord says why). One backup at a time per database (advisory lock; a second run gets
     BackupRefused). Raises BackupError on any failure; ImproperlyConfigured without keys.
+
+    `unless_good_since`: raise BackupNotDue, under the lock, when a good backup started after it
+    (the scheduled run, backup_if_due); a run holds the lock until its record says OK.
     """
     secret = backup_keys()[0]  # no keys: refuse before anything runs
     store = store or backup_store()
@@ -113,6 +120,8 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", [BACKUP_LOCK])
             if not cursor.fetchone()[0]:
                 raise BackupRefused(f"another backup of {source.describe()} is running.")
+            if unless_good_since is not None and _good_backup_since(unless_good_since):
+                raise BackupNotDue(f"a good backup started after {unless_good_since.isoformat()}.")
             # The snapshot's transaction sits idle while pg_dump runs, and the checksums take a while:
             # a role's or server's timeouts must not end it under pg_dump.
             cursor.execute("SET idle_in_transaction_session_timeout = 0")
@@ -177,6 +186,12 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
         signed = sign_manifest(manifest)
         store.write_manifest(backup_id, signed)
         manifest = json.loads(signed)
+        # Recorded while the lock is held, so a scheduled run waiting for it sees this backup.
+        record.status = BackupRecord.Status.OK
+        record.finished_at = timezone.now()
+        record.size_bytes = size
+        record.sha256 = manifest["data"]["sha256"]
+        record.save(update_fields=["status", "finished_at", "size_bytes", "sha256"])
     except BaseException as exc:
         if process is not None and process.poll() is None:
             process.kill()
@@ -186,6 +201,8 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
                 store.delete(backup_id)
             except Exception:  # the original error matters more; prune removes leftovers
                 logger.warning("could not delete the failed backup's data", exc_info=True)
+        if isinstance(exc, BackupRefused):  # refused before anything was written: not a failed backup
+            raise
         if record is not None:
             record.status = BackupRecord.Status.FAILED
             record.finished_at = timezone.now()
@@ -197,12 +214,6 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
         raise
     finally:
         conn.close()
-    assert record is not None
-    record.status = BackupRecord.Status.OK
-    record.finished_at = timezone.now()
-    record.size_bytes = size
-    record.sha256 = manifest["data"]["sha256"]
-    record.save(update_fields=["status", "finished_at", "size_bytes", "sha256"])
     seconds = time.monotonic() - started
     logger.info("backup written", extra={"backup_id": backup_id, "size": size, "seconds": round(seconds, 2)})
     return BackupResult(
@@ -215,6 +226,23 @@ def backup_create(*, store: BackupStore | None = None) -> BackupResult:
         manifest=manifest,
         facts_seconds=facts_seconds,
     )
+
+
+def _good_backup_since(moment: datetime) -> bool:
+    return BackupRecord.objects.filter(status=BackupRecord.Status.OK, started_at__gte=moment).exists()
+
+
+def backup_if_due(*, store: BackupStore | None = None) -> BackupResult | None:
+    """The scheduled backup: one when no good backup started within BACKUP_INTERVAL, else None.
+
+    Beat asks every BACKUP_DUE_CHECK_INTERVAL, so the schedule lives in the BackupRecord rows, not
+    in the broker: a tick lost in a broker outage, or a failed run, is made good at the next tick,
+    and concurrent ticks make one backup (the check runs again under backup_create's lock).
+    """
+    try:
+        return backup_create(store=store, unless_good_since=timezone.now() - settings.BACKUP_INTERVAL)
+    except BackupNotDue:
+        return None
 
 
 # --- listing and retention ------------------------------------------------------------------

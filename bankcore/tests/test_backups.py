@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
+from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from bankcore.backups.crypto import (
@@ -127,6 +128,46 @@ def test_the_beat_task_backs_up_and_readyz_and_the_metric_show_its_age(backups, 
         response = client.get("/readyz")
         assert response.json()["backup"]["status"] == "stale"
         assert response.status_code == 200  # information, never a reason to take the pod out
+
+
+def test_the_scheduled_tick_backs_up_only_when_the_newest_good_backup_is_older_than_the_interval(
+    backups, bank, settings
+):
+    """The schedule lives in BackupRecord, not in the broker: a tick lost in an outage (or a failed
+    run) is made good by the next tick, and ticks in between make nothing."""
+    from bankcore.tasks import backup_if_due
+
+    settings.BACKUP_INTERVAL = timedelta(hours=1)
+    first = backup_if_due.apply().get()
+    assert first["ok"] and first["backup_id"], first
+    again = backup_if_due.apply().get()
+    assert again["ok"] and "skipped" in again, again
+    assert BackupRecord.objects.filter(status=BackupRecord.Status.OK).count() == 1
+    # The newest good backup is older than the interval (e.g. the last tick was lost): the next one backs up.
+    BackupRecord.objects.update(started_at=timezone.now() - timedelta(hours=2))
+    late = backup_if_due.apply().get()
+    assert late["ok"] and late["backup_id"] != first["backup_id"], late
+    # A failed run does not count as the interval's backup.
+    BackupRecord.objects.update(started_at=timezone.now() - timedelta(hours=2))
+    BackupRecord.objects.create(backup_id="failed", status=BackupRecord.Status.FAILED, started_at=timezone.now())
+    assert backup_if_due.apply().get().get("backup_id")
+    assert BackupRecord.objects.filter(status=BackupRecord.Status.OK).count() == 3
+
+
+def test_a_tick_while_a_backup_runs_is_skipped_not_failed(backups, bank, settings):
+    from bankcore.backups.services import BACKUP_LOCK
+    from bankcore.tasks import backup_if_due
+
+    holder = live_target().connect()
+    try:
+        holder.autocommit = True
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [BACKUP_LOCK])
+        result = backup_if_due.apply().get()
+    finally:
+        holder.close()
+    assert result["ok"] and "running" in result["skipped"], result
+    assert not BackupRecord.objects.exists()
 
 
 def test_a_failed_pg_dump_leaves_no_backup_and_records_why(backups, bank):

@@ -112,9 +112,9 @@ class TransferInput(MoneyInputSerializer):
 
 
 class TransferOutput(serializers.Serializer):
-    """The declared fields are the API's shape (and the OpenAPI schema's); `to_representation`
-    builds the same dict directly, without copying and binding eight fields on every instance
-    (a test holds the two equal)."""
+    # The declared fields are the API's shape (and the OpenAPI schema's); `to_representation`
+    # builds the same dict directly, without copying and binding eight fields on every instance
+    # (a test holds the two equal). A comment, not a docstring: drf-spectacular would publish it.
 
     id = serializers.UUIDField()
     status = serializers.CharField()
