@@ -45,7 +45,8 @@ def _json_type(field: serializers.Field) -> tuple[str, tuple[type, ...]] | None:
 
 
 class StrictInputSerializer(serializers.Serializer):
-    """An input serializer whose fields refuse JSON values of another type (a bool is no integer)."""
+    # An input serializer whose fields refuse JSON values of another type (a bool is no integer).
+    # A comment, not a docstring: drf-spectacular would publish it as every input's description.
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):

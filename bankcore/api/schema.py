@@ -179,6 +179,8 @@ class BankAutoSchema(AutoSchema):
         """Plus the cross-field rules an input serializer states in `openapi_request_constraints()`
         (e.g. an amount's decimals depend on its currency), so the schema is as strict as validate()."""
         schema: dict[str, Any] = super()._map_serializer(serializer, direction, bypass_extensions)
+        if direction == "request" and getattr(serializer, "openapi_closed", False):
+            schema["additionalProperties"] = False  # the view refuses keys it does not know (400)
         constraints = getattr(serializer, "openapi_request_constraints", None)
         if direction == "request" and constraints is not None:
             # Under allOf, never at the top: a top-level anyOf/oneOf makes generated clients' request
@@ -187,6 +189,17 @@ class BankAutoSchema(AutoSchema):
             if rules:
                 schema["allOf"] = rules
         return schema
+
+    def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
+        """A PATCH whose view validates the body whole (`openapi_whole_patch` on the input) keeps its
+        required fields: drf-spectacular otherwise documents every PATCH body as partial."""
+        if self.method == "PATCH" and getattr(serializer, "openapi_whole_patch", False):
+            self.method = "PUT-like PATCH"  # anything but PATCH: the body is not made partial
+            try:
+                return super()._get_request_for_media_type(serializer, direction)
+            finally:
+                self.method = "PATCH"
+        return super()._get_request_for_media_type(serializer, direction)
 
     def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
         schema: dict[str, Any] = super()._map_serializer_field(field, direction, bypass_extensions)

@@ -97,3 +97,26 @@ def test_the_schema_amount_pattern_is_exactly_what_the_server_accepts(text, curr
     except (InvalidAmount, Exception):
         accepted = False
     assert bool(re.fullmatch(AMOUNT_PATTERNS[currency], text)) == accepted, (text, currency)
+
+
+def test_what_the_server_refuses_for_a_missing_or_unknown_key_the_schema_refuses_too():
+    """schemathesis' positive-data findings: an empty re-categorisation PATCH is refused, so the
+    schema requires `category`; unknown preference events or channels are refused, so the schema is
+    closed (additionalProperties: false) at both levels."""
+    client = client_for(CustomerFactory())
+    schema = _served_schema(client)
+    components = schema["components"]["schemas"]
+    patch_entry = schema["paths"]["/api/v1/accounts/{account_id}/transactions/{entry_id}"]["patch"]
+    body_ref = patch_entry["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert patch_entry["requestBody"]["required"] is True
+    assert components[body_ref.rsplit("/", 1)[1]]["required"] == ["category"]
+
+    preferences = schema["paths"]["/api/v1/notification-preferences"]["patch"]
+    body_ref = preferences["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = components[body_ref.rsplit("/", 1)[1]]
+    assert body["additionalProperties"] is False
+    channels_ref = body["properties"]["low_balance"]["$ref"]
+    assert components[channels_ref.rsplit("/", 1)[1]]["additionalProperties"] is False
+    for unknown in ({"no_such_event": {"sms": False}}, {"low_balance": {"pigeon": True}}):
+        refused = client.patch("/api/v1/notification-preferences", unknown, format="json")
+        assert refused.status_code == 400, (unknown, refused.content)

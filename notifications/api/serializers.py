@@ -62,6 +62,8 @@ class StatusOut(serializers.Serializer):
 
 
 class ChannelChoices(serializers.Serializer):
+    openapi_closed = True  # preferences_update refuses an unknown channel (400)
+
     in_app = serializers.BooleanField(required=False, help_text="Always true: the inbox cannot be turned off.")
     email = serializers.BooleanField(required=False)
     sms = serializers.BooleanField(required=False)
@@ -86,5 +88,6 @@ NotificationPreferencesSchema = type(
     {
         **{event.value: ChannelChoices(required=False) for event in PREFERENCE_EVENTS},
         "quiet_hours": QuietHoursOut(required=False, allow_null=True),
+        "openapi_closed": True,  # preferences_update refuses an unknown event (400)
     },
 )

@@ -116,6 +116,8 @@ class SpendingInsights(APIView):
 
 
 class EntryCategoryInput(StrictInputSerializer):
+    openapi_whole_patch = True  # the PATCH must name the category: validated whole, not partially
+
     category = serializers.ChoiceField(choices=Category.values)
 
 
