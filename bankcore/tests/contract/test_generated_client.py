@@ -100,11 +100,14 @@ def sign(private: ec.EllipticCurvePrivateKey, message: str) -> str:
     return base64.b64encode(private.sign(message.encode(), ec.ECDSA(hashes.SHA256()))).decode()
 
 
-def wait_for_next_totp_step(after: float) -> None:
-    """A TOTP code is single use per 30 s step: the app shows the next code once its step begins."""
-    remaining = (int(after) // 30 + 1) * 30 - time.time()
-    if remaining > 0:
-        time.sleep(remaining + 0.2)
+def unused_totp_code(authenticator: pyotp.TOTP, used_step: int) -> str:
+    """A code the server has not seen yet. A code is single use per 30 s step, and the server
+    accepts one step of clock drift either way (accounts TOTP_TOLERANCE): an authenticator whose
+    clock runs up to 30 s ahead shows the next step's code, which signs in at once - no test wait."""
+    now = time.time()
+    if int(now) // 30 <= used_step:
+        return authenticator.at(now + 30)
+    return authenticator.now()
 
 
 class App:
@@ -158,9 +161,10 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     enrolment = ok(api("identity.auth_totp_create").sync_detailed(client=app.client), 201)
     assert enrolment.otpauth_uri.startswith("otpauth://totp/") and "<svg" in enrolment.qr_svg
     authenticator = pyotp.TOTP(enrolment.secret)
-    confirm = body("CodeInputRequest", {"code": authenticator.now()})
+    shown_at = time.time()  # the app shows the code of this moment's step; the server records that step
+    confirmed_step = int(shown_at) // 30
+    confirm = body("CodeInputRequest", {"code": authenticator.at(shown_at)})
     backup_codes = ok(api("identity.auth_totp_confirm_create").sync_detailed(client=app.client, body=confirm), 200)
-    confirmed_at = time.time()  # after the answer: the step the server used is this one or earlier
     assert len(backup_codes.backup_codes) == 10
     # Enrolled already: a second enrolment is a conflict, typed.
     typed_error(api("identity.auth_totp_create").sync_detailed(client=app.client), 409, "totp_already_enabled")
@@ -352,8 +356,8 @@ def test_generated_client_end_to_end(api_server, generated_client, transactional
     # --- last, on a new phone: password, then the authenticator app (MFA) -------------------------------
     error = typed_error(app.password_login(email), 401, "mfa_required")
     mfa_token = details(error)["mfa_token"]
-    wait_for_next_totp_step(confirmed_at)
-    mfa = body("MfaTokenInputRequest", {"mfa_token": mfa_token, "code": authenticator.now()})
+    code = unused_totp_code(authenticator, confirmed_step)
+    mfa = body("MfaTokenInputRequest", {"mfa_token": mfa_token, "code": code})
     app.sign_in(ok(api("identity.auth_token_mfa_create").sync_detailed(client=app.anonymous, body=mfa), 200))
     me = ok(api("identity.me_retrieve").sync_detailed(client=app.client), 200)
     assert me.totp_enabled is True
