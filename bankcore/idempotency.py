@@ -28,6 +28,14 @@ How exactly-once is kept:
    answered as usual: replay or 409). Answers the client is expected to fix and retry with
    the same key - 400 bad input, 403 step-up required, 404 - roll the claim back with the
    work, as does an unexpected error.
+4. A view whose work starts with one locking statement may let that statement carry the
+   claim (`@idempotent(claim="with_first_statement")`: one round trip less per request).
+   The claim then runs first in that statement, and the statement's own work only if the
+   claim succeeds, so a duplicate still answers 409 at once; a claim that does not succeed
+   undoes the attempt and the request is run again with the claim of step 1, which gives
+   the replay, 409 or 422. Such a view calls `claim_now()` before anything it does outside
+   this database transaction (another system, a message): until its claim is made, its
+   work may be undone and run again.
 A committed row is always completed; an in_progress row left by an earlier version
 (claim committed on its own, with a lease) is still honoured: 409 while its lease
 runs, taken over after. Transient deadlock/serialization failures restart the
@@ -41,8 +49,9 @@ import json
 import re
 import secrets
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import wraps
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -95,14 +104,10 @@ def _stored(status_code: int) -> bool:
     return 200 <= status_code < 300 or status_code == 422
 
 
-# The happy path is one plain INSERT (cheap to plan): it claims the advisory lock and the row
-# together, and inserts nothing if either is taken.
-_CLAIM_SQL = (
-    "INSERT INTO bankcore_idempotencykey"
-    " (user_id, key, request_hash, state, claim_token, lease_until, created_at, expires_at)"
-    " SELECT %s, %s, %s, %s, %s, %s, %s, %s WHERE pg_try_advisory_xact_lock(%s)"
-    " ON CONFLICT (user_id, key) DO NOTHING RETURNING id"
-)
+# idempotency_claim() (migration bankcore 0013): the advisory lock and the row together; the row's
+# id, or NULL if either is taken. A function, so its plan is cached per database session.
+_CLAIM_CALL = "idempotency_claim(%s, %s, %s, %s, %s, %s, %s, %s)"
+_CLAIM_SQL = f"SELECT {_CLAIM_CALL}"
 # Otherwise: was it the lock, and what row is there? (Re-taking a lock we hold succeeds.)
 _LOOK_SQL = (
     "SELECT pg_try_advisory_xact_lock(%s), k.id, k.request_hash, k.state, k.claim_token, k.lease_until,"
@@ -117,34 +122,42 @@ def _lock_id(user: Any, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def _user_id(user: Any) -> Any:
+    return IdempotencyKey._meta.get_field("user").get_db_prep_value(user.pk, connection)
+
+
+def _claim_params(*, user: Any, key: str, fingerprint: str) -> tuple[list[Any], str]:
+    """_CLAIM_SQL's parameters for a fresh claim, and its claim token."""
+    now = timezone.now()
+    token = secrets.token_hex(16)
+    params = [
+        _user_id(user),
+        key,
+        fingerprint,
+        token,
+        now + settings.IDEMPOTENCY_LEASE,
+        now,
+        now + settings.IDEMPOTENCY_KEY_TTL,
+        _lock_id(user, key),
+    ]
+    return params, token
+
+
 def _claim(*, user: Any, key: str, fingerprint: str) -> tuple[Any, Response | None]:
     """Claim the key inside the current transaction, or return the response to give instead (replay).
 
     Raises IdempotencyKeyReused (another request under this key) or IdempotencyInProgress.
     """
-    user_id = IdempotencyKey._meta.get_field("user").get_db_prep_value(user.pk, connection)
+    user_id = _user_id(user)
     for _ in range(3):
         now = timezone.now()
-        token = secrets.token_hex(16)
-        lock_id = _lock_id(user, key)
+        params, token = _claim_params(user=user, key=key, fingerprint=fingerprint)
+        lock_id = params[-1]
         with connection.cursor() as cursor:
-            cursor.execute(
-                _CLAIM_SQL,
-                [
-                    user_id,
-                    key,
-                    fingerprint,
-                    IdempotencyKey.State.IN_PROGRESS.value,
-                    token,
-                    now + settings.IDEMPOTENCY_LEASE,
-                    now,
-                    now + settings.IDEMPOTENCY_KEY_TTL,
-                    lock_id,
-                ],
-            )
-            claimed = cursor.fetchone()
+            cursor.execute(_CLAIM_SQL, params)
+            (claimed,) = cursor.fetchone()
             if claimed is not None:
-                return IdempotencyKey(pk=claimed[0], user=user, key=key, claim_token=token), None
+                return IdempotencyKey(pk=claimed, user=user, key=key, claim_token=token), None
             cursor.execute(_LOOK_SQL, [lock_id, user_id, key])
             got, *existing = cursor.fetchone()
         if existing[0] is None:
@@ -183,12 +196,8 @@ def _complete(row: Any, status_code: int, body: Any) -> None:
     # Hand-written: one per request; the body is adapted exactly as the ORM would.
     prepared = IdempotencyKey._meta.get_field("response_body").get_db_prep_save(body, connection)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE bankcore_idempotencykey SET state = %s, response_status = %s, response_body = %s"
-            " WHERE id = %s AND claim_token = %s",
-            [IdempotencyKey.State.COMPLETED.value, status_code, prepared, row.pk, row.claim_token],
-        )
-        updated = cursor.rowcount
+        cursor.execute("SELECT idempotency_complete(%s, %s, %s, %s)", [row.pk, row.claim_token, status_code, prepared])
+        (updated,) = cursor.fetchone()
     if not updated:
         # Our lease ran out and another request took over: undo our work.
         raise IdempotencyInProgress()
@@ -201,23 +210,102 @@ class _Refused(Exception):
         self.error = error
 
 
-def _run_claimed(*, user: Any, key: str, fingerprint: str, handler: Callable[[], Response]) -> Response:
-    """One transaction: claim, run the handler, store its answer. Raises _Refused for a stored refusal."""
+class _ClaimNotMade(Exception):
+    """A claim carried by the work's first statement did not succeed: undo and run with the claim first."""
+
+
+ClaimMode = Literal["first", "with_first_statement"]
+
+
+class CarriedClaim:
+    """The request's claim, waiting for the work's first statement to carry it (see step 4 above).
+
+    That statement passes `arguments` to idempotency_claim() (migration bankcore 0013) - e.g.
+    ledger_lock_transfer() does - and hands its result to `made`."""
+
+    def __init__(self, *, user: Any, key: str, fingerprint: str) -> None:
+        self.user, self.key, self.fingerprint = user, key, fingerprint
+        self.row: Any = None  # the claimed IdempotencyKey, once made
+        self.offered = False  # a statement took it (or claim_now made it)
+        self._token = ""
+
+    def arguments(self) -> list[Any]:
+        """idempotency_claim()'s arguments after the user: key, request hash, claim token, lease
+        end, claim time, expiry, lock id. Once: the statement that takes them must carry them."""
+        assert not self.offered, "a claim is carried by one statement"
+        self.offered = True
+        params, self._token = _claim_params(user=self.user, key=self.key, fingerprint=self.fingerprint)
+        return params[1:]
+
+    def made(self, claimed_id: int | None) -> None:
+        """What idempotency_claim() returned. Raises _ClaimNotMade (handled by the idempotency layer:
+        the attempt is undone and the request runs claim-first) if it did not claim."""
+        if claimed_id is None:
+            raise _ClaimNotMade()
+        self.row = IdempotencyKey(pk=claimed_id, user=self.user, key=self.key, claim_token=self._token)
+
+
+_carried: ContextVar[CarriedClaim | None] = ContextVar("idempotency_carried_claim", default=None)
+
+
+def carried_claim(*, user_id: Any) -> CarriedClaim | None:
+    """The current request's claim if it waits for a statement to carry it, for `user_id`'s work."""
+    carried = _carried.get()
+    if carried is None or carried.offered or carried.user.pk != user_id:
+        return None
+    return carried
+
+
+def claim_now() -> None:
+    """Make the current request's claim now if it still waits for a statement to carry it: call
+    before any effect outside the database transaction (step 4 above). Otherwise a no-op."""
+    carried = _carried.get()
+    if carried is None or carried.offered:
+        return
+    carried.offered = True
+    row, replay = _claim(user=carried.user, key=carried.key, fingerprint=carried.fingerprint)
+    if replay is not None or row is None:
+        raise _ClaimNotMade()  # undo; the claim-first run answers with the replay
+    carried.row = row
+
+
+def _run_handler(handler: Callable[[], Response]) -> Response:
+    """The view, in the request's transaction; stored refusals come out as _Refused."""
+    try:
+        response = handler()
+    except BankError as exc:
+        if not _stored(exc.status_code) or isinstance(exc, IdempotencyInProgress):
+            raise  # rolls the claim back with the work: the key stays free
+        raise _Refused(exc) from exc  # rolls the work back; the answer is stored after
+    # Something inside that swallowed a database error leaves the transaction marked for
+    # rollback: the work is then unusable, so the whole request is undone rather than an
+    # answer stored for work that did not happen.
+    if transaction.get_rollback():
+        raise transaction.TransactionManagementError("The request's work was marked for rollback.")
+    return response
+
+
+def _run_claimed(
+    *, user: Any, key: str, fingerprint: str, handler: Callable[[], Response], claim: ClaimMode = "first"
+) -> Response:
+    """One transaction: claim, run the handler, store its answer. Raises _Refused for a stored refusal,
+    _ClaimNotMade when a carried claim did not succeed."""
     with transaction.atomic():
-        row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
-        if replay is not None:
-            return replay
-        try:
-            response = handler()
-        except BankError as exc:
-            if not _stored(exc.status_code) or isinstance(exc, IdempotencyInProgress):
-                raise  # rolls the claim back with the work: the key stays free
-            raise _Refused(exc) from exc  # rolls the work back; the answer is stored after
-        # Something inside that swallowed a database error leaves the transaction marked for
-        # rollback: the work is then unusable, so the whole request is undone rather than an
-        # answer stored for work that did not happen.
-        if transaction.get_rollback():
-            raise transaction.TransactionManagementError("The request's work was marked for rollback.")
+        if claim == "first":
+            row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
+            if replay is not None:
+                return replay
+            response = _run_handler(handler)
+        else:
+            carried = CarriedClaim(user=user, key=key, fingerprint=fingerprint)
+            reset = _carried.set(carried)
+            try:
+                response = _run_handler(handler)
+            finally:
+                _carried.reset(reset)
+            row = carried.row
+            if row is None and _stored(response.status_code):
+                raise transaction.TransactionManagementError("The view answered without making its claim.")
         if _stored(response.status_code):
             _complete(row, response.status_code, response.data)
         return response
@@ -234,19 +322,20 @@ def _store_refusal(*, user: Any, key: str, fingerprint: str, error: BankError) -
     return None
 
 
-def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Callable[[], Response]) -> Response:
+def run_idempotent(
+    *,
+    user: Any,
+    key: str | None,
+    fingerprint: str,
+    handler: Callable[[], Response],
+    claim: ClaimMode = "first",
+) -> Response:
     """Run `handler` (which builds the response) at most once per (user, key) with exactly-once effects."""
     if not key or not _KEY_SYNTAX.match(key):
         raise IdempotencyKeyMissing(details={HEADER: ["Required: 1-255 printable ASCII characters."]})
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            try:
-                return _run_claimed(user=user, key=key, fingerprint=fingerprint, handler=handler)
-            except _Refused as refused:
-                replay = _store_refusal(user=user, key=key, fingerprint=fingerprint, error=refused.error)
-                if replay is not None:
-                    return replay
-                raise refused.error from None  # committed with its stored answer
+            return _run_once(user=user, key=key, fingerprint=fingerprint, handler=handler, claim=claim)
         except OperationalError as exc:
             if not is_transient(exc):
                 raise
@@ -255,16 +344,36 @@ def run_idempotent(*, user: Any, key: str | None, fingerprint: str, handler: Cal
     raise AssertionError("unreachable")
 
 
-def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
-    """Decorate an APIView's post() so it honours Idempotency-Key (see module docstring)."""
+def _run_once(*, user: Any, key: str, fingerprint: str, handler: Callable[[], Response], claim: ClaimMode) -> Response:
+    """One attempt: the request's transaction, then a stored refusal's own."""
+    try:
+        return _run_claimed(user=user, key=key, fingerprint=fingerprint, handler=handler, claim=claim)
+    except _ClaimNotMade:
+        # Another request holds or used the key; its attempt is undone. Claim first: that answers.
+        return _run_once(user=user, key=key, fingerprint=fingerprint, handler=handler, claim="first")
+    except _Refused as refused:
+        replay = _store_refusal(user=user, key=key, fingerprint=fingerprint, error=refused.error)
+        if replay is not None:
+            return replay
+        raise refused.error from None  # committed with its stored answer
 
-    @wraps(view_method)
-    def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return run_idempotent(
-            user=request.user,
-            key=request.headers.get(HEADER),
-            fingerprint=request_fingerprint(request),
-            handler=lambda: view_method(view, request, *args, **kwargs),
-        )
 
-    return wrapper
+def idempotent(view_method: Callable[..., Response] | None = None, *, claim: ClaimMode = "first") -> Any:
+    """Decorate an APIView's post() so it honours Idempotency-Key (see module docstring).
+
+    `claim="with_first_statement"`: the view's first locking statement carries the claim (step 4)."""
+
+    def decorate(method: Callable[..., Response]) -> Callable[..., Response]:
+        @wraps(method)
+        def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+            return run_idempotent(
+                user=request.user,
+                key=request.headers.get(HEADER),
+                fingerprint=request_fingerprint(request),
+                handler=lambda: method(view, request, *args, **kwargs),
+                claim=claim,
+            )
+
+        return wrapper
+
+    return decorate(view_method) if view_method is not None else decorate

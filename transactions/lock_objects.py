@@ -20,6 +20,7 @@ from uuid import UUID
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from accounts.models import BankAccount
+from bankcore.idempotency import carried_claim
 from transactions.models import SupportTicket
 
 _PK = BankAccount._meta.pk
@@ -72,18 +73,30 @@ def transfer_rows_for_update(
     in pk order; return the accounts (each with `held`) and, read under those locks, the
     customer's per-transfer, daily and step-up overrides and the usage since `since`.
 
-    One round trip: `ledger_lock_transfer()` (migrations 0005, 0014), which reads
+    One round trip: `ledger_lock_transfer()` (migrations 0005, 0014, 0020), which reads
     after locking, in new statements, so it sees everything committed by the locks' previous
     holders. When neither account exists, the usage is None: read it separately.
     """
     db = connections[DEFAULT_DB_ALIAS]
+    # In a transfer request this statement also claims its Idempotency-Key: one round trip less.
+    claim = carried_claim(user_id=user_id)
     with db.cursor() as cursor:
         cursor.execute(
-            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s)",
-            [user_id, source_account_id, destination_iban, currency, since],
+            "SELECT * FROM ledger_lock_transfer(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                user_id,
+                source_account_id,
+                destination_iban,
+                currency,
+                since,
+                *(claim.arguments() if claim else _NO_CLAIM),
+            ],
         )
         rows = cursor.fetchall()
         columns = [column.name for column in cursor.description]
+    if claim is not None:
+        claim.made(rows[0][0] if rows else None)
+    rows = [row for row in rows if row[1] is not None]  # the claim's row when no account exists
     if not rows:
         return {}, None
     # Plain positional model construction: the ORM's raw() machinery cost more than the query.
@@ -95,6 +108,9 @@ def transfer_rows_for_update(
     first = dict(zip(columns, rows[0], strict=True))
     usage = (first["limit_per_transfer"], first["limit_daily"], first["limit_step_up_threshold"], first["used_today"])
     return accounts, usage
+
+
+_NO_CLAIM = [None] * 7  # ledger_lock_transfer()'s claim arguments when it carries none
 
 
 @lru_cache(maxsize=4)

@@ -25,7 +25,7 @@ from accounts.services.legacy_links import customer_legacy_link, customer_legacy
 from bankcore.api.pagination import KeysetPagination, decode_cursor, encode_cursor, parse_limit
 from bankcore.api.schema import DATE_OR_DATETIME, MONTH, page_parameters, raises
 from bankcore.db.replica import reads_pinned
-from bankcore.idempotency import idempotent
+from bankcore.idempotency import claim_now, idempotent
 from bankcore.money import SUPPORTED_CURRENCIES, format_amount
 from transactions.api.fields import paginated
 from transactions.api.serializers import (
@@ -268,7 +268,7 @@ class TransferListCreate(APIView):
         request=TransferInput,
         responses={201: TransferOutput},
     )
-    @idempotent
+    @idempotent(claim="with_first_statement")
     def post(self, request: Request) -> Response:
         data = TransferInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -282,14 +282,17 @@ class TransferListCreate(APIView):
             "step_up_token": values["step_up_token"] or None,
         }
         if is_legacy_iban(values["destination"]):
+            claim_now()  # the legacy core is called: the key must be held first
             transfer = transfer_to_legacy(source_account_id=values["source_account"], **arguments)
         else:
             try:
+                # Its first statement (the locks) carries the Idempotency-Key's claim.
                 transfer = transfer_create(source_account_id=values["source_account"], **arguments)
             except AccountNotFound:
                 # Not one of the customer's bankcore accounts: maybe their linked legacy account.
                 if customer_legacy_link(customer=request.user, link_id=values["source_account"]) is None:
                     raise
+                claim_now()  # made already by transfer_create's locks; never call out unclaimed
                 transfer = transfer_from_legacy(link_id=values["source_account"], **arguments)
         return Response(TransferOutput(transfer).data, status=status.HTTP_201_CREATED)
 

@@ -109,27 +109,29 @@ def test_expired_keys_are_forgotten_by_the_beat_task(customer, customer_client, 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_duplicate_while_the_first_request_is_held_in_its_handler_answers_409_at_once(monkeypatch):
-    """The first request holds the key (its transaction's advisory lock) while it is still posting:
-    a duplicate must answer 409 at once - not wait for it, not run a second time."""
+    """The first request holds the key (its transaction's advisory lock, taken by the statement that
+    also locks the customer and both accounts) while it is still posting: a duplicate must answer 409
+    at once - not wait for the first request's row locks, not run a second time."""
     import threading
 
     from django.db import connection
 
-    from transactions.api import views
+    from transactions.services import transfers
     from transactions.tests.conftest import client_for
 
     customer = CustomerFactory()
     source, destination = open_account(customer, balance=10_000), open_account(CustomerFactory())
     client = client_for(customer)
     inside, release = threading.Event(), threading.Event()
-    real_transfer_create = views.transfer_create
+    real_posting_write = transfers.posting_write
 
-    def held_transfer_create(**kwargs):
-        inside.set()
-        assert release.wait(30), "the test never released the first request"
-        return real_transfer_create(**kwargs)
+    def held_posting_write(*args, **kwargs):
+        if not inside.is_set():  # only the first request is held, after its claim and locks
+            inside.set()
+            assert release.wait(30), "the test never released the first request"
+        return real_posting_write(*args, **kwargs)
 
-    monkeypatch.setattr(views, "transfer_create", held_transfer_create)
+    monkeypatch.setattr(transfers, "posting_write", held_posting_write)
     responses = {}
 
     def request(name):
