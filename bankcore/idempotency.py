@@ -29,7 +29,10 @@ How exactly-once is kept:
    the same key - 400 bad input, 403 step-up required, 404 - roll the claim back with the
    work, as does an unexpected error.
 4. A view whose work starts with one locking statement may let that statement carry the
-   claim (`@idempotent(claim="with_first_statement")`: one round trip less per request).
+   claim (`@idempotent(claim="with_first_statement")`: one round trip less per request), and
+   the statement that writes its outcome carry the completion (`answer=`: the view returns
+   its service's result and `answer` turns it into the response, rendered before that write
+   and given as stored).
    The claim then runs first in that statement, and the statement's own work only if the
    claim succeeds, so a duplicate still answers 409 at once; a claim that does not succeed
    undoes the attempt and the request is run again with the claim of step 1, which gives
@@ -223,10 +226,15 @@ class CarriedClaim:
     That statement passes `arguments` to idempotency_claim() (migration bankcore 0013) - e.g.
     ledger_lock_transfer() does - and hands its result to `made`."""
 
-    def __init__(self, *, user: Any, key: str, fingerprint: str) -> None:
+    def __init__(
+        self, *, user: Any, key: str, fingerprint: str, answer: Callable[[Any], Response] | None = None
+    ) -> None:
         self.user, self.key, self.fingerprint = user, key, fingerprint
         self.row: Any = None  # the claimed IdempotencyKey, once made
         self.offered = False  # a statement took it (or claim_now made it)
+        self.answer = answer  # the view's answer from its service's result, if it may be carried
+        self.answered: Response | None = None  # the answer a statement stored
+        self.answered_result: Any = None  # the result it was rendered from
         self._token = ""
 
     def arguments(self) -> list[Any]:
@@ -256,6 +264,29 @@ def carried_claim(*, user_id: Any) -> CarriedClaim | None:
     return carried
 
 
+def carried_answer_call(result: Any) -> tuple[str, list[Any]] | None:
+    """The idempotency_complete() call that stores the current request's answer - the view's
+    `answer` rendered now from `result` - for the statement that writes the request's outcome to
+    fold in (one round trip less), with its parameters; None if there is none to carry. Pass what
+    the call returned to `carried_answer_stored`."""
+    carried = _carried.get()
+    if carried is None or carried.row is None or carried.answer is None or carried.answered is not None:
+        return None
+    response = carried.answer(result)
+    if not _stored(response.status_code):
+        return None
+    carried.answered, carried.answered_result = response, result
+    body = IdempotencyKey._meta.get_field("response_body").get_db_prep_save(response.data, connection)
+    return "idempotency_complete(%s, %s, %s, %s)", [carried.row.pk, carried.row.claim_token, response.status_code, body]
+
+
+def carried_answer_stored(stored: bool) -> None:
+    """What the carried idempotency_complete() returned: false if another request took the claim
+    over (an earlier version's lease ran out), which undoes this one's work."""
+    if not stored:
+        raise IdempotencyInProgress()
+
+
 def claim_now() -> None:
     """Make the current request's claim now if it still waits for a statement to carry it: call
     before any effect outside the database transaction (step 4 above). Otherwise a no-op."""
@@ -269,10 +300,10 @@ def claim_now() -> None:
     carried.row = row
 
 
-def _run_handler(handler: Callable[[], Response]) -> Response:
+def _run_handler(handler: Callable[[], Any]) -> Any:
     """The view, in the request's transaction; stored refusals come out as _Refused."""
     try:
-        response = handler()
+        result = handler()
     except BankError as exc:
         if not _stored(exc.status_code) or isinstance(exc, IdempotencyInProgress):
             raise  # rolls the claim back with the work: the key stays free
@@ -282,27 +313,40 @@ def _run_handler(handler: Callable[[], Response]) -> Response:
     # answer stored for work that did not happen.
     if transaction.get_rollback():
         raise transaction.TransactionManagementError("The request's work was marked for rollback.")
-    return response
+    return result
 
 
 def _run_claimed(
-    *, user: Any, key: str, fingerprint: str, handler: Callable[[], Response], claim: ClaimMode = "first"
+    *,
+    user: Any,
+    key: str,
+    fingerprint: str,
+    handler: Callable[[], Any],
+    claim: ClaimMode = "first",
+    answer: Callable[[Any], Response] | None = None,
 ) -> Response:
     """One transaction: claim, run the handler, store its answer. Raises _Refused for a stored refusal,
-    _ClaimNotMade when a carried claim did not succeed."""
+    _ClaimNotMade when a carried claim did not succeed. With `answer`, the handler returns its
+    service's result and `answer(result)` is the response."""
     with transaction.atomic():
+        carried = None
         if claim == "first":
             row, replay = _claim(user=user, key=key, fingerprint=fingerprint)
             if replay is not None:
                 return replay
-            response = _run_handler(handler)
         else:
-            carried = CarriedClaim(user=user, key=key, fingerprint=fingerprint)
-            reset = _carried.set(carried)
-            try:
-                response = _run_handler(handler)
-            finally:
-                _carried.reset(reset)
+            carried = CarriedClaim(user=user, key=key, fingerprint=fingerprint, answer=answer)
+        reset = _carried.set(carried)
+        try:
+            result = _run_handler(handler)
+        finally:
+            _carried.reset(reset)
+        if carried is not None and carried.answered is not None:  # stored with the work's last statement
+            if carried.answered_result is not result:
+                raise transaction.TransactionManagementError("An answer was stored for another result.")
+            return carried.answered
+        response = answer(result) if answer is not None else result
+        if carried is not None:
             row = carried.row
             if row is None and _stored(response.status_code):
                 raise transaction.TransactionManagementError("The view answered without making its claim.")
@@ -327,15 +371,16 @@ def run_idempotent(
     user: Any,
     key: str | None,
     fingerprint: str,
-    handler: Callable[[], Response],
+    handler: Callable[[], Any],
     claim: ClaimMode = "first",
+    answer: Callable[[Any], Response] | None = None,
 ) -> Response:
     """Run `handler` (which builds the response) at most once per (user, key) with exactly-once effects."""
     if not key or not _KEY_SYNTAX.match(key):
         raise IdempotencyKeyMissing(details={HEADER: ["Required: 1-255 printable ASCII characters."]})
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            return _run_once(user=user, key=key, fingerprint=fingerprint, handler=handler, claim=claim)
+            return _run_once(user=user, key=key, fingerprint=fingerprint, handler=handler, claim=claim, answer=answer)
         except OperationalError as exc:
             if not is_transient(exc):
                 raise
@@ -344,13 +389,21 @@ def run_idempotent(
     raise AssertionError("unreachable")
 
 
-def _run_once(*, user: Any, key: str, fingerprint: str, handler: Callable[[], Response], claim: ClaimMode) -> Response:
+def _run_once(
+    *,
+    user: Any,
+    key: str,
+    fingerprint: str,
+    handler: Callable[[], Any],
+    claim: ClaimMode,
+    answer: Callable[[Any], Response] | None = None,
+) -> Response:
     """One attempt: the request's transaction, then a stored refusal's own."""
     try:
-        return _run_claimed(user=user, key=key, fingerprint=fingerprint, handler=handler, claim=claim)
+        return _run_claimed(user=user, key=key, fingerprint=fingerprint, handler=handler, claim=claim, answer=answer)
     except _ClaimNotMade:
         # Another request holds or used the key; its attempt is undone. Claim first: that answers.
-        return _run_once(user=user, key=key, fingerprint=fingerprint, handler=handler, claim="first")
+        return _run_once(user=user, key=key, fingerprint=fingerprint, handler=handler, claim="first", answer=answer)
     except _Refused as refused:
         replay = _store_refusal(user=user, key=key, fingerprint=fingerprint, error=refused.error)
         if replay is not None:
@@ -358,10 +411,17 @@ def _run_once(*, user: Any, key: str, fingerprint: str, handler: Callable[[], Re
         raise refused.error from None  # committed with its stored answer
 
 
-def idempotent(view_method: Callable[..., Response] | None = None, *, claim: ClaimMode = "first") -> Any:
+def idempotent(
+    view_method: Callable[..., Response] | None = None,
+    *,
+    claim: ClaimMode = "first",
+    answer: Callable[[Any], Response] | None = None,
+) -> Any:
     """Decorate an APIView's post() so it honours Idempotency-Key (see module docstring).
 
-    `claim="with_first_statement"`: the view's first locking statement carries the claim (step 4)."""
+    `claim="with_first_statement"`: the view's first locking statement carries the claim. With
+    `answer`, the view returns its service's result, `answer(result)` is the response, and the
+    statement that writes the outcome may store it (step 4)."""
 
     def decorate(method: Callable[..., Response]) -> Callable[..., Response]:
         @wraps(method)
@@ -372,6 +432,7 @@ def idempotent(view_method: Callable[..., Response] | None = None, *, claim: Cla
                 fingerprint=request_fingerprint(request),
                 handler=lambda: method(view, request, *args, **kwargs),
                 claim=claim,
+                answer=answer,
             )
 
         return wrapper

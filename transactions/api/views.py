@@ -239,6 +239,10 @@ class AccountStatement(APIView):
         return response
 
 
+def _transfer_created(transfer: Any) -> Response:
+    return Response(TransferOutput(transfer).data, status=status.HTTP_201_CREATED)
+
+
 class TransferListCreate(APIView):
     keyset_ordering = ("-id",)
 
@@ -268,8 +272,10 @@ class TransferListCreate(APIView):
         request=TransferInput,
         responses={201: TransferOutput},
     )
-    @idempotent(claim="with_first_statement")
-    def post(self, request: Request) -> Response:
+    # The view returns the transfer; the answer is `_transfer_created(transfer)`, which
+    # transfer_create's posting stores with itself (bankcore.idempotency, step 4).
+    @idempotent(claim="with_first_statement", answer=_transfer_created)
+    def post(self, request: Request) -> Any:
         data = TransferInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -294,7 +300,7 @@ class TransferListCreate(APIView):
                     raise
                 claim_now()  # made already by transfer_create's locks; never call out unclaimed
                 transfer = transfer_from_legacy(link_id=values["source_account"], **arguments)
-        return Response(TransferOutput(transfer).data, status=status.HTTP_201_CREATED)
+        return transfer
 
 
 class TransferDetail(APIView):

@@ -6,7 +6,8 @@ rows in one round trip. The first column says what the claim gave: the key row's
 (`p_key` NULL) it does what it did before and `claimed` is NULL.
 
 A claim that succeeds while neither account exists still answers one row (its id, the rest NULL),
-so the caller learns the claim's id.
+so the caller learns the claim's id. The accounts are locked and read in one statement now (the
+limits are read first, under the customer's lock, which is what keeps them consistent).
 """
 
 from django.db import migrations
@@ -42,8 +43,8 @@ BEGIN
         END IF;
     END IF;
     PERFORM 1 FROM accounts_user u WHERE u.id = p_user FOR NO KEY UPDATE;
-    PERFORM 1 FROM accounts_bankaccount a
-    WHERE a.id = p_source OR a.iban = p_destination_iban ORDER BY a.id FOR UPDATE;
+    -- Under the customer's lock no other transfer of theirs can change the usage: read it now, in
+    -- a new statement that sees everything committed by the lock's previous holder.
     SELECT l.per_transfer, l.daily, l.step_up_threshold,
            -- Whole minutes, the one the window starts in included: never under-counted.
            (SELECT coalesce(sum(u.amount), 0)::bigint FROM transactions_limitusage u
@@ -52,12 +53,15 @@ BEGIN
     INTO v_per_transfer, v_daily, v_step_up, v_used
     FROM (SELECT 1) AS one
     LEFT JOIN transactions_customerlimit l ON l.user_id = p_user AND l.currency = p_currency;
+    -- Both accounts, locked in id order; FOR UPDATE answers each row as its lock's previous
+    -- holder left it.
     RETURN QUERY
     SELECT v_claimed, a.id, a.owner_id, a.internal_code, a.name, a.kind, a.currency, a.status, a.iban,
            a.balance, a.overdraft_limit, a.held, a.created_at, v_per_transfer, v_daily, v_step_up, v_used
     FROM accounts_bankaccount a
     WHERE a.id = p_source OR a.iban = p_destination_iban
-    ORDER BY a.id;
+    ORDER BY a.id
+    FOR UPDATE OF a;
     IF NOT FOUND AND v_claimed IS NOT NULL THEN
         RETURN QUERY SELECT v_claimed, NULL::uuid, NULL::uuid, NULL::varchar, NULL::varchar,
             NULL::varchar, NULL::varchar, NULL::varchar, NULL::varchar, NULL::bigint, NULL::bigint,

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import BankAccount
 from bankcore.audit import audit_append_call, audit_appended
+from bankcore.idempotency import carried_answer_call, carried_answer_stored
 from bankcore.models import AuditEvent
 from bankcore.money import format_amount
 from transactions.exceptions import AccountFrozen, CurrencyMismatch, InsufficientFunds, LedgerUnbalanced
@@ -164,13 +165,19 @@ def posting_write(
     *,
     notices: list[dict[str, Any]] | None = None,
     audit: AuditEvent | None = None,
+    outcome_of_request: bool = False,
 ) -> None:
     """Write a prepared posting in the caller's transaction, with the customer alerts it owes
     (`notices.notice` items, sent after COMMIT) and its audit event (`audit.audit_event`).
-    All of it is one round trip; the audit chain head is locked last."""
+    All of it is one round trip; the audit chain head is locked last.
+
+    `outcome_of_request`: this posting is what the current API request does, so the request's
+    Idempotency-Key answer (if its view lets one be carried: bankcore.idempotency) is stored in
+    the same round trip."""
     journal, entries, balances = posting.journal, posting.entries, posting.balances
     db = connections[DEFAULT_DB_ALIAS]
-    _write_postgresql(db, journal, entries, balances, notices, audit)
+    answer = carried_answer_call(journal) if outcome_of_request else None
+    _write_postgresql(db, journal, entries, balances, notices, audit, answer)
     if notices:
         notices_wake_on_commit()
 
@@ -188,12 +195,14 @@ def _write_postgresql(
     balances: dict[UUID, int],
     notices: list[dict[str, Any]] | None,
     audit: AuditEvent | None,
+    answer: tuple[str, list[Any]] | None,
 ) -> None:
     """Balances, journal row, entries, the alerts outbox row and the customer's limit usage
-    through `ledger_post()` (migration 0006), and the audit event through `audit_append()`:
-    one round trip under the row locks, plans cached per session. ledger_post takes no row
-    lock (the accounts are locked already), so the audit chain head is still the last lock."""
-    sql = f"SELECT {_POST_CALL}"
+    through `ledger_post()` (migration 0006), the audit event through `audit_append()` and the
+    request's idempotency answer through `idempotency_complete()`: one round trip under the row
+    locks, plans cached per session. ledger_post takes no row lock (the accounts are locked
+    already), so the audit chain head is still the last lock."""
+    calls, columns = [f"{_POST_CALL} AS posted"], []
     params: list[Any] = [
         journal.pk,
         journal.kind,
@@ -218,11 +227,20 @@ def _write_postgresql(
     ]
     if audit is not None:
         audit_call, audit_params = audit_append_call(audit)
-        sql = f"SELECT a.* FROM {_POST_CALL} AS posted CROSS JOIN {audit_call} AS a"  # noqa: S608 - fixed calls
+        calls.append(f"{audit_call} AS a")
+        columns.append("a.*")
         params += audit_params
+    if answer is not None:
+        calls.append(f"{answer[0]} AS answered")
+        columns.append("answered")
+        params += answer[1]
+    sql = f"SELECT {', '.join(columns) or 'posted'} FROM {' CROSS JOIN '.join(calls)}"  # noqa: S608 - fixed calls
     with db.cursor() as cursor:
         cursor.execute(sql, params)
-        if audit is not None:
-            audit_appended(audit, cursor.fetchone())
+        row = cursor.fetchone()
+    if audit is not None:
+        audit_appended(audit, row[:3])
+    if answer is not None:
+        carried_answer_stored(row[-1])
     journal._state.adding = False
     journal._state.db = db.alias

@@ -124,8 +124,8 @@ def transfer_create(
                 "currency": currency,
             },
         )
-        # The posting, its alerts and its audit event: one round trip.
-        posting_write(posting, notices=alerts, audit=event)
+        # The posting, its alerts, its audit event (and the request's idempotency answer): one round trip.
+        posting_write(posting, notices=alerts, audit=event, outcome_of_request=True)
         return journal
 
     return atomic_with_retry(work)

@@ -317,28 +317,30 @@ def test_a_retry_with_a_fresh_step_up_token_under_the_same_key_replays_and_pays_
 
 
 def test_a_transfer_request_costs_these_statements_and_no_savepoint(customer_client, accounts):
-    """The request's round trips (issue 18): the key's claim, the locks and limits, the posting,
-    the key's completion - the user and session come from the live-session cache after the first
-    request. The idempotency layer adds no savepoint (the one SAVEPOINT seen here is the
-    request's own transaction, nested in the test's)."""
+    """The request's round trips (issue 18): the key's claim with the locks and limits, the
+    posting with the key's answer - the user and session come from the live-session cache after
+    the first request. The idempotency layer adds no savepoint (the one SAVEPOINT seen here is
+    the request's own transaction, nested in the test's)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     source, destination = accounts
     send(customer_client, source.pk, destination.iban, "1.00")  # warm: nothing lazy left to load
     with CaptureQueriesContext(connection) as queries:
-        response = send(customer_client, source.pk, destination.iban, "1.00")
+        response = send(customer_client, source.pk, destination.iban, "1.00", key="counted")
     assert response.status_code == 201, response.content
     statements = [query["sql"].split("(")[0].split(" ")[0:4] for query in queries.captured_queries]
     kinds = [" ".join(words[:2]) if words[0] != "SELECT" else " ".join(words[:4]) for words in statements]
     savepoints = [kind for kind in kinds if "SAVEPOINT" in kind]
     assert len(savepoints) == 2, kinds  # SAVEPOINT + RELEASE SAVEPOINT of the request's own transaction
     assert [kind for kind in kinds if "SAVEPOINT" not in kind] == [
-        "INSERT INTO",
         "SELECT * FROM ledger_lock_transfer",
-        "SELECT a.* FROM ledger_post",
-        "UPDATE bankcore_idempotencykey",
+        "SELECT a.*, answered FROM",
     ], kinds
+    # ... and they did claim and complete the key: a retry replays.
+    replay = send(customer_client, source.pk, destination.iban, "1.00", key="counted")
+    assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == response.json()
 
 
 def test_the_transfer_output_is_drf_s_own_rendering_of_its_declared_fields(customer_client, accounts):
