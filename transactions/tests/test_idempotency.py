@@ -339,3 +339,63 @@ def test_a_stored_refusal_undoes_the_work_done_before_it_and_is_replayed(custome
     replay = run_idempotent(user=customer, key="refused", fingerprint="f", handler=handler)
     assert replay.status_code == 422 and replay.data["error"]["code"] == "insufficient_funds"
     assert replay["Idempotent-Replayed"] == "true" and len(calls) == 1
+
+
+# --- A claim carried by the work's first statement (bankcore.idempotency, step 4) ---
+
+
+def test_a_view_whose_claim_waits_for_a_statement_cannot_answer_without_making_it(customer):
+    """A view declared claim="with_first_statement" must make its claim (a carrying statement or
+    claim_now) before it answers; one that forgets is refused loudly, with nothing stored."""
+    from django.db import transaction
+    from rest_framework.response import Response
+
+    from bankcore.idempotency import run_idempotent
+
+    with pytest.raises(transaction.TransactionManagementError):
+        run_idempotent(
+            user=customer,
+            key="never-claimed",
+            fingerprint="f",
+            handler=lambda: Response({"ok": True}, status=201),
+            claim="with_first_statement",
+        )
+    assert not IdempotencyKey.objects.filter(key="never-claimed").exists()
+
+
+def test_claim_now_holds_the_key_before_the_work_and_a_retry_replays_without_running_it(customer):
+    """claim_now() (the transfer view calls it before the legacy core) claims at once; a retry's
+    claim_now() finds the stored answer, undoes its attempt and replays - the work ran once."""
+    from rest_framework.response import Response
+
+    from bankcore.idempotency import IdempotencyKeyReused, claim_now, run_idempotent
+
+    runs = []
+
+    def handler():
+        claim_now()
+        assert IdempotencyKey.objects.filter(key="now").count() == 1  # claimed before the work
+        runs.append(1)
+        return Response({"run": len(runs)}, status=201)
+
+    first = run_idempotent(user=customer, key="now", fingerprint="f", handler=handler, claim="with_first_statement")
+    again = run_idempotent(user=customer, key="now", fingerprint="f", handler=handler, claim="with_first_statement")
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true" and again.data == first.data == {"run": 1}
+    assert runs == [1]
+    with pytest.raises(IdempotencyKeyReused):
+        run_idempotent(user=customer, key="now", fingerprint="other", handler=handler, claim="with_first_statement")
+    assert runs == [1]
+
+
+def test_a_transfer_refused_after_its_carried_claim_stores_the_refusal_and_replays_it(customer, customer_client):
+    """The claim rode on the locks, then the transfer was refused (422): the refusal is stored in a
+    transaction of its own and replayed; nothing moved."""
+    source, destination = open_account(customer, balance=100), open_account(CustomerFactory())
+    first = _send(customer_client, source, destination, "poor", amount="5.00")
+    assert first.status_code == 422 and first.json()["error"]["code"] == "insufficient_funds"
+    again = _send(customer_client, source, destination, "poor", amount="5.00")
+    assert again.status_code == 422 and again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert not Transaction.objects.filter(kind="transfer").exists()
+    source.refresh_from_db()
+    assert source.balance == 100
