@@ -45,11 +45,11 @@ class _BlankAsNull:
 
 
 class OptionalEmailField(_BlankAsNull, serializers.EmailField):
-    pass
+    """An e-mail address the user may leave unset (null when unset)."""
 
 
 class OptionalPhoneField(_BlankAsNull, serializers.CharField):
-    pass
+    """A phone number the user may leave unset (null when unset)."""
 
 
 class UserOutput(serializers.ModelSerializer):

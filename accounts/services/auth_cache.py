@@ -15,9 +15,9 @@ effect on the next request, as without the cache. If the after-COMMIT step canno
 cache (the one before COMMIT did, or the change would have failed), an answer read during the
 change may live on for at most `ENTRY_SECONDS`; that is logged.
 
-Redis is used directly, through one client per process kept open (as bankcore/flags.py
-does: Django's cache builds a redis-py client object per call, which costs more CPU than the
-query it would save). Without REDIS_URL (development) every request reads the database. The
+Redis is used directly, through the process's one client kept open (bankcore/redis_client.py:
+Django's cache builds a redis-py client object per call, which costs more CPU than the query it
+would save). Without REDIS_URL (development) every request reads the database. The
 cached row leaves out the password hash, the lockout state and the encrypted columns: they
 stay deferred and load from the database only if read.
 """
@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import transaction
 
 from bankcore.api.exceptions import ServiceUnavailable
+from bankcore.redis_client import shared_redis
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +42,6 @@ ENTRY_SECONDS = 60
 # A generation outlives every entry stamped before it was replaced (entry lifetime + a slow request).
 GENERATION_SECONDS = 2 * ENTRY_SECONDS + 60
 _NO_GENERATION = b"0"
-
-_client: redis.Redis | None = None
-
-
-def _redis() -> redis.Redis:
-    global _client
-    if _client is None:
-        # redis-py's pool notices a fork and reconnects in the child.
-        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    return _client
 
 
 def _prefix() -> str:
@@ -75,7 +66,7 @@ def cached_user_row(*, user_id: Any, session_id: Any) -> tuple[bytes, tuple[Any,
     A Redis that does not answer reads as a miss: the caller reads the database.
     """
     try:
-        stored, entry = _redis().mget([_generation_key(user_id), _entry_key(session_id)])
+        stored, entry = shared_redis().mget([_generation_key(user_id), _entry_key(session_id)])
     except redis.RedisError:
         logger.warning("auth cache unreachable; reading the session from the database", exc_info=True)
         return b"", None
@@ -95,13 +86,13 @@ def cache_user_row(*, generation: bytes, user_id: Any, session_id: Any, row: tup
         return  # Redis did not answer the read: do not write either
     try:
         entry = pickle.dumps((generation, str(user_id), row), protocol=pickle.HIGHEST_PROTOCOL)
-        _redis().set(_entry_key(session_id), entry, ex=ENTRY_SECONDS)
+        shared_redis().set(_entry_key(session_id), entry, ex=ENTRY_SECONDS)
     except redis.RedisError:
         logger.warning("auth cache unreachable; session not cached", exc_info=True)
 
 
 def _new_generation(user_id: Any) -> None:
-    _redis().set(_generation_key(user_id), secrets.token_hex(8).encode(), ex=GENERATION_SECONDS)
+    shared_redis().set(_generation_key(user_id), secrets.token_hex(8).encode(), ex=GENERATION_SECONDS)
 
 
 # Changes that cannot make a cached answer wrong: a new user or session (nothing is cached yet), a

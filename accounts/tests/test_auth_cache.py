@@ -12,6 +12,7 @@ from accounts.models import LoginSession
 from accounts.services import auth_cache
 from accounts.services.sessions import user_with_session_state
 from accounts.tests.factories import PASSWORD, UserFactory
+from bankcore.redis_client import forget_shared_redis
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -92,14 +93,14 @@ def test_an_answer_read_before_a_revocation_committed_is_never_served_after_it(
 
 
 @pytest.fixture
-def auth_cache_unreachable(settings, monkeypatch):
+def auth_cache_unreachable(settings):
     """The auth cache's Redis on a port nothing listens on (a real refused connection)."""
     from integrations.simulation import free_port
 
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    monkeypatch.setattr(auth_cache, "_client", None)
+    forget_shared_redis()
     yield
-    auth_cache._client = None
+    forget_shared_redis()
 
 
 def test_without_the_cache_sign_in_and_failure_counting_go_on_but_a_revocation_answers_503(auth_cache_unreachable):

@@ -77,15 +77,14 @@ def terminate_backend(pid: int) -> None:
         cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
-class CommitDroppingProxy:
-    """See the module docstring. `dropped` is set once a commit's answer was withheld."""
+class LoopbackProxy:
+    """A TCP proxy on a free loopback port in front of `upstream`: each accepted connection is
+    served by `_pump(client)` in a thread of its own, which subclasses define."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
-        self.armed = threading.Event()
-        self.dropped = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -95,6 +94,21 @@ class CommitDroppingProxy:
             except OSError:
                 return  # closed
             threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+
+    def _pump(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class CommitDroppingProxy(LoopbackProxy):
+    """See the module docstring. `dropped` is set once a commit's answer was withheld."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.armed = threading.Event()
+        self.dropped = threading.Event()
+        super().__init__(upstream)
 
     def _pump(self, client: socket.socket) -> None:
         server = socket.create_connection(self.upstream)
@@ -122,9 +136,6 @@ class CommitDroppingProxy:
         finally:
             server.close()
             client.close()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 class TcpForwarder:

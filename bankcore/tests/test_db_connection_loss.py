@@ -13,38 +13,27 @@ import threading
 import pytest
 from django.db import close_old_connections, connection
 
-from bankcore.tests.outage import app_database
+from bankcore.tests.outage import LoopbackProxy, app_database
 from transactions.tests.conftest import client_for
 from transactions.tests.factories import CustomerFactory, open_account
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-class HalfOpenProxy:
+class HalfOpenProxy(LoopbackProxy):
     """A TCP proxy in front of PostgreSQL that can lose its connections the way a crashed
     host, a failover or an expired NAT entry does: the server's side ends, and the client
     hears nothing (no FIN, nothing to read) until it sends, which is answered by a reset."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.accepted = 0
         self._connections: list[tuple[threading.Event, threading.Event]] = []  # (lose it, lost)
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            self.accepted += 1
-            events = (threading.Event(), threading.Event())
-            self._connections.append(events)
-            threading.Thread(target=self._pump, args=(client, *events), daemon=True).start()
-
-    def _pump(self, client: socket.socket, lose: threading.Event, lost: threading.Event) -> None:
+    def _pump(self, client: socket.socket) -> None:
+        self.accepted += 1
+        lose, lost = threading.Event(), threading.Event()
+        self._connections.append((lose, lost))
         server = socket.create_connection(self.upstream)
         peer = {client: server, server: client}
         try:
@@ -68,9 +57,6 @@ class HalfOpenProxy:
         for lose, lost in self._connections:
             lose.set()
             assert lost.wait(5)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_a_half_open_connection_costs_one_503_and_the_next_request_reconnects():

@@ -185,13 +185,13 @@ class OwnRedis:
 def _point_this_process_at(url: str, settings: Any) -> None:
     """Cache, flags and Celery broker of this process (and of workers started from now on:
     `process_env` reads these settings) on `url`."""
-    from bankcore import flags
     from bankcore.celery import app
+    from bankcore.redis_client import forget_shared_redis
 
     settings.REDIS_URL = url
     settings.CELERY_BROKER_URL = url
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}  # Django drops its clients
-    flags._client = None
+    forget_shared_redis()
     app.conf.broker_url = url
     app._after_fork()  # Celery's own reset of the producer and connection pools
 
@@ -207,10 +207,10 @@ def own_redis(settings: Any) -> Iterator[OwnRedis]:
         yield server
     finally:
         server.stop()
-        from bankcore import flags
         from bankcore.celery import app
+        from bankcore.redis_client import forget_shared_redis
 
-        flags._client = None
+        forget_shared_redis()
         app.conf.broker_url = saved
         app._after_fork()
 
