@@ -73,9 +73,11 @@ def transfer_rows_for_update(
     in pk order; return the accounts (each with `held`) and, read under those locks, the
     customer's per-transfer, daily and step-up overrides and the usage since `since`.
 
-    One round trip: `ledger_lock_transfer()` (migrations 0005, 0014, 0020), which reads
-    after locking, in new statements, so it sees everything committed by the locks' previous
-    holders. When neither account exists, the usage is None: read it separately.
+    One round trip: `ledger_lock_transfer()` (migrations 0005, 0014, 0020), which reads the
+    usage in a new statement after the customer's lock and the accounts as their row locks'
+    previous holders left them (FOR UPDATE), so it sees everything those holders committed.
+    When neither account exists, the usage is None: read it separately. In a request whose
+    Idempotency-Key claim waits to be carried (bankcore.idempotency), the call claims it first.
     """
     db = connections[DEFAULT_DB_ALIAS]
     # In a transfer request this statement also claims its Idempotency-Key: one round trip less.
